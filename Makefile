@@ -1,0 +1,52 @@
+# The README's commands. Everything installs from nothing into .venv (Python 3.11).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.hana-installed
+LAB_JS := labextension/package.json
+# llama-cpp-python compiles from source when pip has no cached wheel; skip the parts hana does
+# not use (multimodal tools) and use every core.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+
+.PHONY: install model test lab serve bench lint clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml $(wildcard $(LAB_JS))
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,lab]"
+	@if [ -f $(LAB_JS) ]; then $(MAKE) --no-print-directory labextension; fi
+	touch $(STAMP)
+
+.PHONY: labextension
+labextension:
+	cd labextension && npm ci --no-audit --no-fund && npm run build
+	$(BIN)/python -m hana_server.labext_install
+
+# Register the bundled gemma3:270m in the model store (~/.hana/models unless HANA_MODELS).
+model: install
+	$(BIN)/hana setup
+
+test: model
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lab: model
+	$(BIN)/jupyter lab
+
+serve: model
+	$(BIN)/hana serve
+
+bench: model
+	$(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) labextension/node_modules labextension/lib

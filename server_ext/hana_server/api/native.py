@@ -1,0 +1,264 @@
+"""Handlers of Ollama's native API (`/api/...`): thin, logic in in Generator and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+
+from hana_server import __version__
+from hana_server.api.base import HanaHandlerMixin
+from hana_server.api.schemas import (
+    ChatRequest,
+    CopyRequest,
+    CreateRequest,
+    DeleteRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    ShowRequest,
+)
+from hana_server.errors import InvalidRequest
+from hana_server.generation import Completion
+
+OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see
+DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
+
+
+def collect(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-stream answer: text fields concatenated, the last chunk's metrics kept."""
+    final = dict(chunks[-1])
+    if "response" in final:
+        final["response"] = "".join(c.get("response", "") for c in chunks)
+    if "message" in final:
+        text = "".join(c.get("message", {}).get("content", "") for c in chunks)
+        final["message"] = {**final["message"], "content": text}
+    return final
+
+
+class RootHandler(HanaHandlerMixin):
+    async def get(self) -> None:
+        """Liveness, as Ollama answers it."""
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("Ollama is running")
+
+    async def head(self) -> None:
+        """Liveness without a body."""
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish()
+
+
+class VersionHandler(HanaHandlerMixin):
+    async def get(self) -> None:
+        """Version of the API (Ollama-compatible) and of hana."""
+        self.send_json({"version": OLLAMA_COMPATIBLE_VERSION, "hana_version": __version__})
+
+    head = get
+
+
+class GenerationHandler(HanaHandlerMixin):
+    """Shared by /api/generate and /api/chat."""
+
+    async def respond(self, start: Any, stream: bool | None) -> None:
+        result = await start
+        if not isinstance(result, Completion):
+            self.send_json(result)  # load / unload
+            return
+        if stream is False:
+            chunks = [chunk async for chunk in result.chunks()]
+            self.send_json(collect(chunks))
+        else:
+            await self.stream_ndjson(result.chunks())
+
+
+class GenerateHandler(GenerationHandler):
+    async def post(self) -> None:
+        """Complete a prompt."""
+
+        async def work() -> None:
+            req = self.parse(GenerateRequest)
+            await self.respond(self.service.generator.start_generate(req), req.stream)
+
+        await self.run(work)
+
+
+class ChatHandler(GenerationHandler):
+    async def post(self) -> None:
+        """Answer the next turn of a conversation."""
+
+        async def work() -> None:
+            req = self.parse(ChatRequest)
+            await self.respond(self.service.generator.start_chat(req), req.stream)
+
+        await self.run(work)
+
+
+class TagsHandler(HanaHandlerMixin):
+    async def get(self) -> None:
+        """Installed models, newest first."""
+        models = self.service.store.list()
+        self.send_json({"models": [self.service.describe(m) for m in models]})
+
+    head = get
+
+
+class PsHandler(HanaHandlerMixin):
+    async def get(self) -> None:
+        """Loaded models with their runners' state."""
+        self.send_json({"models": self.service.scheduler.ps()})
+
+
+class ShowHandler(HanaHandlerMixin):
+    async def post(self) -> None:
+        """Everything about one model."""
+
+        async def work() -> None:
+            req = self.parse(ShowRequest)
+            if not req.model:
+                raise InvalidRequest("model is required")
+            self.send_json(self.service.show(req.model, verbose=req.verbose))
+
+        await self.run(work)
+
+
+class CreateHandler(HanaHandlerMixin):
+    async def post(self) -> None:
+        """Create a model from a GGUF blob, another model, or a Modelfile."""
+
+        async def work() -> None:
+            req = self.parse(CreateRequest)
+            if not req.model:
+                raise InvalidRequest("model is required")
+            statuses = self.service.create(req)
+            if req.stream is False:
+                async for _ in statuses:
+                    pass
+                self.send_json({"status": "success"})
+            else:
+                await self.stream_ndjson(statuses)
+
+        await self.run(work)
+
+
+class CopyHandler(HanaHandlerMixin):
+    async def post(self) -> None:
+        """Copy a model under a new name."""
+
+        async def work() -> None:
+            req = self.parse(CopyRequest)
+            self.service.store.copy(req.source, req.destination)
+            self.finish()
+
+        await self.run(work)
+
+
+class DeleteHandler(HanaHandlerMixin):
+    async def delete(self) -> None:
+        """Remove a model and the blobs no other model uses."""
+
+        async def work() -> None:
+            req = self.parse(DeleteRequest)
+            model = self.service.store.get(req.model)
+            self.service.scheduler.set_keep_alive(model, 0)
+            self.service.store.delete(req.model)
+            self.finish()
+
+        await self.run(work)
+
+
+class EmbedHandler(HanaHandlerMixin):
+    async def post(self) -> None:
+        """Embeddings for one or many inputs (L2-normalised)."""
+
+        async def work() -> None:
+            req = self.parse(EmbedRequest)
+            inputs = [req.input] if isinstance(req.input, str) else list(req.input)
+            result = await self.service.generator.embed(
+                req.model,
+                inputs,
+                truncate=req.truncate,
+                options=req.options,
+                keep_alive=req.keep_alive,
+                dimensions=req.dimensions,
+            )
+            self.send_json(result)
+
+        await self.run(work)
+
+
+class EmbeddingsHandler(HanaHandlerMixin):
+    async def post(self) -> None:
+        """The legacy single-prompt embedding endpoint."""
+
+        async def work() -> None:
+            req = self.parse(EmbeddingsRequest)
+            inputs = [req.prompt] if req.prompt else []
+            result = await self.service.generator.embed(
+                req.model, inputs, options=req.options, keep_alive=req.keep_alive
+            )
+            vectors = result["embeddings"]
+            self.send_json({"embedding": vectors[0] if vectors else []})
+
+        await self.run(work)
+
+
+@web.stream_request_body
+class BlobHandler(HanaHandlerMixin):
+    """`HEAD/POST /api/blobs/sha256:<hex>`: the upload half of `hana create` from a GGUF file."""
+
+    _spool: Any = None
+    _hash: Any = None
+
+    def _digest(self, digest: str) -> str:
+        match = DIGEST.match(digest)
+        if match is None:
+            raise web.HTTPError(400, "invalid digest format")
+        return "sha256:" + match.group(1).lower()
+
+    async def head(self, digest: str) -> None:
+        """200 if the blob exists, else 404."""
+        digest = self._digest(digest)
+        if not self.service.store.has_blob(digest):
+            raise web.HTTPError(404, f'blob "{digest}" not found')
+        self.finish()
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        result = super().prepare()
+        if result is not None:
+            await result
+        if self.request.method == "POST":
+            self.request.connection.set_max_body_size(1 << 40)  # type: ignore[union-attr]
+            blobs = self.service.store.root / "blobs"
+            blobs.mkdir(parents=True, exist_ok=True)
+            self._spool = tempfile.NamedTemporaryFile(dir=blobs, prefix="upload-", delete=False)  # noqa: SIM115
+            self._hash = hashlib.sha256()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._spool.write(chunk)
+        self._hash.update(chunk)
+
+    async def post(self, digest: str) -> None:
+        """Store the uploaded bytes if they match the digest."""
+        path = Path(self._spool.name)
+        self._spool.close()
+        try:
+            expected = self._digest(digest)
+            actual = "sha256:" + self._hash.hexdigest()
+            if actual != expected:
+                raise web.HTTPError(400, f"digest mismatch, expected {expected}, got {actual}")
+            created = self.service.store.adopt_blob(path, expected)
+            self.set_status(201 if created else 200)
+            self.finish()
+        finally:
+            if path.exists():
+                os.unlink(path)
+
+    def on_finish(self) -> None:
+        if self._spool is not None and not self._spool.closed:
+            self._spool.close()
+            Path(self._spool.name).unlink(missing_ok=True)

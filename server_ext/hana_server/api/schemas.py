@@ -1,0 +1,137 @@
+"""Request bodies of the native Ollama API as pydantic models (responses are plain dicts)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+KeepAlive = float | int | str | None
+
+
+class Request(BaseModel):
+    """Unknown fields are ignored, as Ollama's Go decoder does."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Named(Request):
+    """Requests that name a model; older clients send `name`."""
+
+    model: str = ""
+    name: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _name_alias(self) -> Named:
+        if not self.model and self.name:
+            self.model = self.name
+        return self
+
+
+class ToolCallFunction(Request):
+    name: str
+    arguments: dict[str, Any] = {}
+    index: int | None = None
+
+
+class ToolCall(Request):
+    id: str | None = None
+    function: ToolCallFunction
+
+
+class Message(Request):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _lower(cls, role: str) -> str:
+        return role.lower()
+
+
+class GenerationRequest(Named):
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool | None = True
+    keep_alive: KeepAlive = None
+    think: bool | str | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 20:
+            raise ValueError("top_logprobs must be between 0 and 20")
+        return value
+
+
+class GenerateRequest(GenerationRequest):
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    images: list[str] | None = None
+
+
+class ChatRequest(GenerationRequest):
+    messages: list[Message] = []
+    tools: list[dict[str, Any]] | None = None
+
+
+class ShowRequest(Named):
+    verbose: bool = False
+
+
+class CreateRequest(Named):
+    from_: str | None = Field(None, alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[Message] | None = None
+    modelfile: str | None = None
+    quantize: str | None = None
+    stream: bool | None = True
+
+
+class CopyRequest(Request):
+    source: str
+    destination: str
+
+
+class DeleteRequest(Named):
+    pass
+
+
+class EmbedRequest(Named):
+    input: str | list[str] = []
+    truncate: bool = True
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive = None
+
+
+class EmbeddingsRequest(Named):
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive = None
+
+
+class PullRequest(Named):
+    insecure: bool = False
+    stream: bool | None = True
+
+
+DoneReason = Literal["stop", "length", "load", "unload"]

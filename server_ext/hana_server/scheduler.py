@@ -1,0 +1,597 @@
+"""The scheduler: which runner processes exist, who may use them, and when they go away.
+
+All scheduling state lives in this object and is changed only on the event loop by plain
+(non-async) methods, so no step is interleaved with another; `_pump()` is the one place that
+turns waiting requests into loads, evictions and leases. Improvements over Ollama's sched.go:
+- no head-of-line blocking: every model has its own queue, loads run side by side, and a request
+  for a loaded model never waits behind another model's load or eviction;
+- a runner chosen for eviction stops admitting requests (draining), so eviction always ends;
+- a load belongs to the scheduler, not to the first requester: it is not aborted when that
+  client leaves while others wait;
+- eviction is least-recently-used among idle runners, pinned models (keep_alive < 0) last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hana_server.durations import FOREVER
+from hana_server.errors import HanaError, ModelTooLarge, RunnerFailed, ServerBusy
+from hana_server.events import EventBus
+from hana_server.memory import MemoryBudget, estimate_runner_bytes
+from hana_server.runners import RunnerProcess
+from hana_server.runners.cpu import granted_cpus
+from hana_server.store.gguf_info import GGUFInfo
+from hana_server.store.store import Model
+
+log = logging.getLogger("hana.scheduler")
+
+RUNNER_LOST = (
+    "model runner has unexpectedly stopped, this may be due to resource limitations or an "
+    "internal error, check hana server logs for details"
+)
+FAR_FUTURE = datetime(2318, 1, 1, tzinfo=UTC)  # what Ollama shows for "forever"
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What a runner process is started with; a request fits a runner whose spec covers it."""
+
+    model_path: Path
+    ctx_size: int
+    parallel: int
+    embedding: bool
+    swa_full: bool
+
+    def covers(self, other: RunnerSpec) -> bool:
+        # A smaller num_ctx is served by a bigger loaded context instead of reloading (ollama#8903).
+        return (
+            self.model_path == other.model_path
+            and self.embedding == other.embedding
+            and self.ctx_size >= other.ctx_size
+        )
+
+
+@dataclass
+class Waiter:
+    """A request waiting for a slot on a runner of `spec`."""
+
+    model: Model
+    spec: RunnerSpec
+    keep_alive: float | None
+    future: asyncio.Future[Lease]
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False)
+class Runner:
+    """The scheduler's record of one runner process."""
+
+    id: int
+    model: Model
+    spec: RunnerSpec
+    size: int
+    keep_alive: float
+    state: str = "loading"  # loading | ready | draining | unloading
+    proc: RunnerProcess | None = None
+    in_flight: int = 0
+    threads: int = 1
+    progress: float = 0.0
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: datetime | None = None
+    expiry: asyncio.TimerHandle | None = None
+    load_task: asyncio.Task[None] | None = None
+    tokens_per_second: float | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.state == "ready" and self.in_flight == 0
+
+    @property
+    def pinned(self) -> bool:
+        return self.keep_alive == FOREVER
+
+
+class Lease:
+    """The right to send requests to one runner; release it (or use `async with`) when done."""
+
+    def __init__(self, scheduler: Scheduler, runner: Runner) -> None:
+        self._scheduler = scheduler
+        self.runner = runner
+        self.load_duration = 0.0  # seconds this request waited for its runner to load
+        self._released = False
+
+    @property
+    def client(self) -> Any:
+        assert self.runner.proc is not None
+        return self.runner.proc.client
+
+    @property
+    def context_length(self) -> int:
+        return self.runner.spec.ctx_size
+
+    def record_speed(self, eval_count: int, eval_duration_ns: int) -> None:
+        if eval_count > 1 and eval_duration_ns > 0:
+            self.runner.tokens_per_second = eval_count / (eval_duration_ns / 1e9)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._scheduler._release(self.runner)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Scheduler:
+    """Leases runners to requests; loads, keeps warm, evicts and unloads them."""
+
+    def __init__(
+        self,
+        *,
+        default_keep_alive: float,
+        max_loaded_models: int,
+        num_parallel: int,
+        max_queue: int,
+        context_length: int,
+        load_timeout: float,
+        memory: MemoryBudget,
+        num_threads: int = 0,
+        num_parallel_per_model: dict[str, int] | None = None,
+    ) -> None:
+        self.default_keep_alive = default_keep_alive
+        self.max_loaded_models = max(1, max_loaded_models)
+        self.num_parallel = max(1, num_parallel)
+        self.num_parallel_per_model = num_parallel_per_model or {}
+        self.max_queue = max_queue
+        self.context_length = context_length
+        self.load_timeout = load_timeout
+        self.memory = memory
+        self.cpus = num_threads or granted_cpus()
+        self.events = EventBus()
+        self._runners: list[Runner] = []
+        self._waiters: deque[Waiter] = deque()
+        self._ids = itertools.count(1)
+        self._infos: dict[Path, GGUFInfo] = {}
+        self._closed = False
+
+    # ----------------------------------------------------------------- requests
+
+    def spec_for(self, model: Model, options: dict[str, Any]) -> RunnerSpec:
+        """The runner a request needs: context from options > model params > server default."""
+        info = self.info(model)
+        num_ctx = int(options.get("num_ctx") or model.parameters.get("num_ctx") or 0)
+        num_ctx = num_ctx or self.context_length
+        if info.context_length:
+            num_ctx = min(num_ctx, info.context_length)
+        embedding = "embedding" in model.capabilities
+        parallel = self.num_parallel_per_model.get(model.name.display, self.num_parallel)
+        return RunnerSpec(
+            model_path=model.model_path,
+            ctx_size=max(num_ctx, 4),
+            parallel=1 if embedding else max(1, parallel),
+            embedding=embedding,
+            swa_full=bool(info.sliding_window),
+        )
+
+    def info(self, model: Model) -> GGUFInfo:
+        if model.model_path not in self._infos:
+            self._infos[model.model_path] = GGUFInfo.read(model.model_path)
+        return self._infos[model.model_path]
+
+    async def acquire(
+        self, model: Model, options: dict[str, Any], keep_alive: float | None
+    ) -> Lease:
+        """A lease on a ready runner for `model`; cancel the awaiting task to give up waiting."""
+        if self._closed:
+            raise RunnerFailed("server is shutting down")
+        spec = self.spec_for(model, options)
+        runner = self._ready_runner(spec)
+        if runner is not None:
+            return self._admit(runner, keep_alive)
+        if len(self._waiters) >= self.max_queue:
+            raise ServerBusy()
+        size = estimate_runner_bytes(self.info(model), spec)
+        if size > self.memory.total():
+            raise ModelTooLarge(
+                f"model '{model.name.display}' needs about {size / 2**30:.1f} GiB with "
+                f"num_ctx {spec.ctx_size} x {spec.parallel} parallel, more than the memory "
+                f"budget of {self.memory.total() / 2**30:.1f} GiB"
+            )
+        waiter = Waiter(model, spec, keep_alive, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._changed()
+        self._pump()
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            self._abandon(waiter)
+            raise
+
+    def _abandon(self, waiter: Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if waiter.future.done() and not waiter.future.cancelled() and not waiter.future.exception():
+            waiter.future.result().release()  # a lease was handed over as the client left
+        self._changed()
+        self._pump()
+
+    def _ready_runner(self, spec: RunnerSpec) -> Runner | None:
+        for runner in self._runners:
+            if (
+                runner.state == "ready"
+                and runner.spec.covers(spec)
+                and runner.in_flight < runner.spec.parallel
+                and not any(w.spec.model_path == spec.model_path for w in self._waiters)
+            ):
+                return runner
+        return None
+
+    def _admit(self, runner: Runner, keep_alive: float | None) -> Lease:
+        runner.in_flight += 1
+        runner.last_used = time.monotonic()
+        if keep_alive is not None:
+            runner.keep_alive = keep_alive  # the last request that says wins, as in Ollama
+        self._cancel_expiry(runner)
+        self._rebalance_threads()
+        self._changed()
+        return Lease(self, runner)
+
+    def _release(self, runner: Runner) -> None:
+        runner.in_flight = max(0, runner.in_flight - 1)
+        runner.last_used = time.monotonic()
+        if runner in self._runners and runner.in_flight == 0 and runner.state == "ready":
+            self._arm_expiry(runner)
+        self._rebalance_threads()
+        self._changed()
+        self._pump()
+
+    # ---------------------------------------------------------------- the pump
+
+    def _pump(self) -> None:
+        """Hand free slots to waiters, start loads that fit, evict what must make room."""
+        if self._closed:
+            return
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                self._waiters.remove(waiter)
+                continue
+            runner = self._runner_for(waiter.spec)
+            if runner is None:
+                self._try_load(waiter)
+            elif runner.state == "ready" and runner.in_flight < runner.spec.parallel:
+                self._waiters.remove(waiter)
+                lease = self._admit(runner, waiter.keep_alive)
+                lease.load_duration = time.monotonic() - waiter.since
+                waiter.future.set_result(lease)
+        for runner in list(self._runners):
+            if runner.state == "draining" and runner.in_flight == 0:
+                self._unload(runner)
+
+    def _runner_for(self, spec: RunnerSpec) -> Runner | None:
+        """The runner that will serve `spec`: a compatible live one (loading counts)."""
+        for runner in self._runners:
+            if runner.state in ("loading", "ready") and runner.spec.covers(spec):
+                return runner
+        return None
+
+    def _try_load(self, waiter: Waiter) -> None:
+        spec = waiter.spec
+        # An incompatible runner of the same model (smaller context) drains, then reloads.
+        for runner in self._runners:
+            if runner.spec.model_path == spec.model_path and runner.state in ("ready", "loading"):
+                if runner.state == "ready":
+                    runner.state = "draining"
+                    self._cancel_expiry(runner)
+                    self._changed()
+                return
+        if any(r.spec.model_path == spec.model_path for r in self._runners):
+            return  # the old one is still going away
+        size = estimate_runner_bytes(self.info(waiter.model), spec)
+        if self._fits(size):
+            self._start_load(waiter, size)
+            return
+        victim = self._pick_victim()
+        if victim is not None:
+            log.info(
+                "evicting %s to make room for %s", victim.model.name.display, waiter.model.name
+            )
+            if victim.in_flight == 0:
+                self._unload(victim)
+            else:
+                victim.state = "draining"
+                self._cancel_expiry(victim)
+                self._changed()
+
+    def _fits(self, size: int) -> bool:
+        live = [r for r in self._runners if r.state != "unloading"]
+        going = [r for r in self._runners if r.state == "unloading"]
+        if len(live) + len(going) >= self.max_loaded_models:
+            return False
+        used = sum(r.size for r in self._runners)
+        return used + size <= self.memory.total()
+
+    def _pick_victim(self) -> Runner | None:
+        if any(r.state in ("draining", "unloading") for r in self._runners):
+            return None  # room is already being made; wait for it
+        idle = [r for r in self._runners if r.idle and not self._has_waiters(r)]
+        if idle:
+            return min(idle, key=lambda r: (r.pinned, r.last_used))
+        busy = [r for r in self._runners if r.state == "ready"]
+        return min(busy, key=lambda r: (r.pinned, r.last_used)) if busy else None
+
+    def _has_waiters(self, runner: Runner) -> bool:
+        return any(runner.spec.covers(w.spec) for w in self._waiters)
+
+    # ------------------------------------------------------------- load/unload
+
+    def _start_load(self, waiter: Waiter, size: int) -> None:
+        keep_alive = waiter.keep_alive if waiter.keep_alive is not None else self.default_keep_alive
+        runner = Runner(next(self._ids), waiter.model, waiter.spec, size, keep_alive)
+        runner.threads = self._threads_for(len(self._busy()) + 1)
+        self._runners.append(runner)
+        runner.load_task = asyncio.get_running_loop().create_task(self._load(runner))
+        log.info(
+            "loading %s (num_ctx %d x %d parallel, %d threads, ~%d MiB)",
+            waiter.model.name.display,
+            waiter.spec.ctx_size,
+            waiter.spec.parallel,
+            runner.threads,
+            size // 2**20,
+        )
+        self._changed()
+
+    async def _load(self, runner: Runner) -> None:
+        started = time.monotonic()
+        try:
+            proc = await RunnerProcess.start(
+                runner.spec.model_path,
+                ctx_size=runner.spec.ctx_size,
+                parallel=runner.spec.parallel,
+                threads=runner.threads,
+                embedding=runner.spec.embedding,
+                swa_full=runner.spec.swa_full,
+            )
+            runner.proc = proc
+
+            def on_progress(progress: float) -> None:
+                runner.progress = progress
+                self._changed()
+
+            await proc.wait_ready(self.load_timeout, on_progress)
+        except (HanaError, OSError) as error:
+            self._load_failed(runner, error)
+            return
+        except asyncio.CancelledError:
+            self._load_failed(runner, RunnerFailed("server is shutting down"))
+            raise
+        if runner not in self._runners:
+            await proc.terminate()
+            return
+        runner.state = "ready"
+        runner.progress = 1.0
+        runner.last_used = time.monotonic()
+        load_seconds = time.monotonic() - started
+        log.info("loaded %s in %.2fs (pid %s)", runner.model.name.display, load_seconds, proc.pid)
+        asyncio.get_running_loop().create_task(self._watch(runner, proc))
+        self._arm_expiry(runner)
+        self._changed()
+        self._pump()
+
+    def _load_failed(self, runner: Runner, error: Exception) -> None:
+        message = error.message if isinstance(error, HanaError) else str(error)
+        log.error("loading %s failed: %s", runner.model.name.display, message)
+        if runner.proc is not None:
+            asyncio.get_running_loop().create_task(runner.proc.terminate())
+        if runner in self._runners:
+            self._runners.remove(runner)
+        failure = error if isinstance(error, HanaError) else RunnerFailed(message)
+        for waiter in list(self._waiters):
+            if runner.spec.covers(waiter.spec) and not waiter.future.done():
+                self._waiters.remove(waiter)
+                waiter.future.set_exception(failure)
+        self.events.publish(
+            {"event": "load_failed", "model": runner.model.name.display, "error": message}
+        )
+        self._changed()
+        self._pump()
+
+    async def _watch(self, runner: Runner, proc: RunnerProcess) -> None:
+        """Notice a runner that dies on its own (crash, OOM kill, kill -9)."""
+        code = await proc.exited
+        if runner in self._runners and runner.state != "unloading":
+            log.error(
+                "runner for %s (pid %s) exited with %s", runner.model.name.display, proc.pid, code
+            )
+            self._cancel_expiry(runner)
+            self._runners.remove(runner)
+            self.events.publish(
+                {"event": "crashed", "model": runner.model.name.display, "pid": proc.pid}
+            )
+            self._changed()
+            self._pump()
+
+    def _unload(self, runner: Runner) -> None:
+        if runner.state == "unloading":
+            return
+        runner.state = "unloading"
+        self._cancel_expiry(runner)
+        self._changed()
+        asyncio.get_running_loop().create_task(self._terminate(runner))
+
+    async def _terminate(self, runner: Runner) -> None:
+        if runner.load_task is not None and not runner.load_task.done():
+            runner.load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner.load_task
+        if runner.proc is not None:
+            await runner.proc.terminate()
+        if runner in self._runners:
+            self._runners.remove(runner)
+        log.info("unloaded %s", runner.model.name.display)
+        self.events.publish({"event": "unloaded", "model": runner.model.name.display})
+        self._rebalance_threads()
+        self._changed()
+        self._pump()
+
+    # -------------------------------------------------------------- keep-alive
+
+    def _arm_expiry(self, runner: Runner) -> None:
+        self._cancel_expiry(runner)
+        if runner.keep_alive == FOREVER:
+            runner.expires_at = FAR_FUTURE
+            return
+        if runner.keep_alive <= 0:
+            runner.expires_at = datetime.now(UTC)
+            self._unload(runner)
+            return
+        runner.expires_at = datetime.now(UTC) + timedelta(seconds=runner.keep_alive)
+        runner.expiry = asyncio.get_running_loop().call_later(
+            runner.keep_alive, self._expire, runner
+        )
+
+    def _cancel_expiry(self, runner: Runner) -> None:
+        if runner.expiry is not None:
+            runner.expiry.cancel()
+            runner.expiry = None
+        if runner.keep_alive == FOREVER:
+            runner.expires_at = FAR_FUTURE
+        elif runner.state in ("loading", "ready"):
+            runner.expires_at = datetime.now(UTC) + timedelta(seconds=max(runner.keep_alive, 0))
+
+    def _expire(self, runner: Runner) -> None:
+        runner.expiry = None
+        if runner in self._runners and runner.idle:
+            self._unload(runner)
+
+    def set_keep_alive(self, model: Model, keep_alive: float) -> bool:
+        """Apply a keep-alive to the loaded runner of `model` (0 = unload when idle)."""
+        found = False
+        for runner in self._runners:
+            if runner.spec.model_path == model.model_path and runner.state != "unloading":
+                found = True
+                runner.keep_alive = keep_alive
+                if keep_alive == 0:
+                    if runner.in_flight == 0 and runner.state == "ready":
+                        self._unload(runner)
+                    elif runner.state == "ready":
+                        runner.state = "draining"
+                elif runner.idle:
+                    self._arm_expiry(runner)
+                else:
+                    self._cancel_expiry(runner)
+        self._changed()
+        self._pump()
+        return found
+
+    # ----------------------------------------------------------------- threads
+
+    def _busy(self) -> list[Runner]:
+        return [r for r in self._runners if r.in_flight > 0 or r.state == "loading"]
+
+    def _threads_for(self, busy_count: int) -> int:
+        return max(1, self.cpus // max(1, busy_count))
+
+    def _rebalance_threads(self) -> None:
+        """Split the granted cores among busy runners: oversubscription costs 2-3x on 2 cores."""
+        busy = [r for r in self._runners if r.in_flight > 0 and r.state != "unloading"]
+        share = self._threads_for(len(busy))
+        for runner in busy:
+            if runner.threads != share and runner.proc is not None:
+                runner.threads = share
+                asyncio.get_running_loop().create_task(self._set_threads(runner, share))
+
+    async def _set_threads(self, runner: Runner, threads: int) -> None:
+        with contextlib.suppress(Exception):
+            if runner.proc is not None:
+                await runner.proc.client.set_threads(threads)
+
+    # ------------------------------------------------------------------- state
+
+    def queued(self, runner: Runner) -> int:
+        return sum(1 for w in self._waiters if runner.spec.covers(w.spec))
+
+    def ps(self) -> list[dict[str, Any]]:
+        """`/api/ps` entries: Ollama's fields plus hana's state, counts, pid and port."""
+        entries = []
+        for runner in self._runners:
+            model = runner.model
+            expires = runner.expires_at or datetime.now(UTC)
+            state = runner.state
+            if state == "ready" and runner.in_flight:
+                state = "busy"
+            elif state in ("draining", "unloading"):
+                state = "expiring"
+            entries.append(
+                {
+                    "name": model.name.display,
+                    "model": model.name.display,
+                    "size": runner.size,
+                    "digest": model.digest,
+                    "details": model.details(),
+                    "expires_at": expires.isoformat().replace("+00:00", "Z"),
+                    "size_vram": 0,
+                    "context_length": runner.spec.ctx_size,
+                    "state": state,
+                    "in_flight": runner.in_flight,
+                    "queued": self.queued(runner),
+                    "num_parallel": runner.spec.parallel,
+                    "pid": runner.proc.pid if runner.proc else None,
+                    "port": runner.proc.port if runner.proc else None,
+                    "threads": runner.threads,
+                    "load_progress": round(runner.progress, 3),
+                    "keep_alive": -1 if runner.pinned else runner.keep_alive,
+                    "tokens_per_second": runner.tokens_per_second,
+                }
+            )
+        entries.sort(key=lambda e: e["expires_at"], reverse=True)
+        return entries
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """Requests waiting for a model that has no runner yet (shown as 'queued')."""
+        counts: dict[str, int] = {}
+        for waiter in self._waiters:
+            if self._runner_for(waiter.spec) is None:
+                name = waiter.model.name.display
+                counts[name] = counts.get(name, 0) + 1
+        return [{"name": name, "queued": n} for name, n in counts.items()]
+
+    def _changed(self) -> None:
+        self.events.publish_state(lambda: {"models": self.ps(), "waiting": self.waiting()})
+
+    def busy(self) -> bool:
+        """True while any request holds or waits for a runner (Jupyter's idle culler asks)."""
+        return bool(self._waiters) or any(r.in_flight for r in self._runners)
+
+    # ---------------------------------------------------------------- shutdown
+
+    async def close(self) -> None:
+        """Fail every waiter and terminate every runner process."""
+        self._closed = True
+        for waiter in list(self._waiters):
+            if not waiter.future.done():
+                waiter.future.set_exception(RunnerFailed("server is shutting down"))
+        self._waiters.clear()
+        runners = list(self._runners)
+        for runner in runners:
+            self._cancel_expiry(runner)
+            runner.state = "unloading"
+        await asyncio.gather(*(self._terminate(r) for r in runners), return_exceptions=True)
+        self._runners.clear()
+        self.events.close()
+
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        return self.events.subscribe()

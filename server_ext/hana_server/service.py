@@ -1,0 +1,188 @@
+"""HanaService: the model server every host creates, starts and stops (store, scheduler, logic)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from hana_server.api.schemas import CreateRequest
+from hana_server.config import HanaSettings
+from hana_server.errors import InvalidRequest
+from hana_server.generation import Generator
+from hana_server.memory import MemoryBudget
+from hana_server.scheduler import Scheduler
+from hana_server.store.default_model import ensure_default_model
+from hana_server.store.gguf_info import GGUFInfo
+from hana_server.store.store import Model, ModelStore
+
+log = logging.getLogger("hana")
+
+
+class HanaService:
+    """One model server: a store, a scheduler of runner processes, and the request logic."""
+
+    def __init__(self, settings: HanaSettings) -> None:
+        self.settings = settings
+        self.store = ModelStore(Path(settings.models_dir).expanduser())
+        self.scheduler = Scheduler(
+            default_keep_alive=settings.default_keep_alive_seconds,
+            max_loaded_models=settings.max_loaded_models,
+            num_parallel=settings.num_parallel,
+            num_parallel_per_model=dict(settings.num_parallel_per_model),
+            max_queue=settings.max_queue,
+            context_length=settings.context_length,
+            load_timeout=settings.load_timeout,
+            memory=MemoryBudget(settings.memory_budget),
+            num_threads=settings.num_threads,
+        )
+        self.generator = Generator(self.store, self.scheduler)
+        self.url: str | None = None  # the shared port's URL once a host binds it
+        self._default_model_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Prepare the store; the bundled model is registered in the background (250 MB copy)."""
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "hana: models in %s, keep_alive %s, max %d models, %d parallel, %d cores",
+            self.store.root,
+            self.settings.keep_alive,
+            self.settings.max_loaded_models,
+            self.settings.num_parallel,
+            self.scheduler.cpus,
+        )
+        if self.settings.register_default_model:
+            self._default_model_task = asyncio.create_task(self._register_default_model())
+
+    async def _register_default_model(self) -> None:
+        try:
+            await asyncio.to_thread(ensure_default_model, self.store)
+        except Exception:  # a broken package must not take the server down
+            log.exception("could not register the bundled default model")
+
+    async def default_model_ready(self) -> None:
+        if self._default_model_task is not None:
+            await asyncio.shield(self._default_model_task)
+
+    async def stop(self) -> None:
+        """Terminate every runner; nothing outlives the server."""
+        if self._default_model_task is not None and not self._default_model_task.done():
+            self._default_model_task.cancel()
+        await self.scheduler.close()
+
+    # ------------------------------------------------------------------ models
+
+    def describe(self, model: Model) -> dict[str, Any]:
+        """An `/api/tags` entry."""
+        return {
+            "name": model.name.display,
+            "model": model.name.display,
+            "modified_at": model.modified_at.isoformat(),
+            "size": model.size,
+            "digest": model.digest,
+            "details": model.details(),
+            "capabilities": model.capabilities,
+        }
+
+    def show(self, name: str, *, verbose: bool = False) -> dict[str, Any]:
+        """The `/api/show` answer."""
+        model = self.store.get(name)
+        info = GGUFInfo.read(model.model_path, verbose=verbose)
+        parameters = "\n".join(
+            f"{key:<30} {json_value(v)}"
+            for key, value in model.parameters.items()
+            for v in (value if isinstance(value, list) else [value])
+        )
+        result: dict[str, Any] = {
+            "license": "\n".join(model.license),
+            "modelfile": modelfile_text(model),
+            "parameters": parameters,
+            "template": model.template or "",
+            "details": model.details(),
+            "model_info": info.kv,
+            "capabilities": model.capabilities,
+            "modified_at": model.modified_at.isoformat(),
+        }
+        if model.system:
+            result["system"] = model.system
+        if model.messages:
+            result["messages"] = model.messages
+        return result
+
+    async def create(self, req: CreateRequest) -> AsyncIterator[dict[str, Any]]:
+        """Create a model and report progress like Ollama (`status` lines, then `success`)."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def progress(status: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, {"status": status})
+
+        def work() -> Model:
+            if req.modelfile:
+                return self.store.create_from_modelfile(
+                    req.model, req.modelfile, Path.cwd(), progress
+                )
+            model_digest = None
+            if req.files:
+                ggufs = [d for name, d in req.files.items() if not name.endswith(".json")]
+                if len(ggufs) != 1:
+                    raise InvalidRequest("create needs exactly one GGUF file in 'files'")
+                model_digest = ggufs[0]
+            elif not req.from_:
+                raise InvalidRequest("neither 'from' nor 'files' was specified")
+            license_ = [req.license] if isinstance(req.license, str) else req.license
+            messages = [m.model_dump(exclude_none=True) for m in req.messages or []]
+            return self.store.create(
+                req.model,
+                model_digest=model_digest,
+                from_model=req.from_ if not model_digest else None,
+                template=req.template,
+                system=req.system,
+                parameters=req.parameters,
+                messages=messages or None,
+                license=license_,
+                progress=progress,
+            )
+
+        task = asyncio.ensure_future(asyncio.to_thread(work))
+        task.add_done_callback(lambda _: loop.call_soon(queue.put_nowait, None))
+        while (status := await queue.get()) is not None:
+            if status["status"] != "success":
+                yield status
+        task.result()  # raises the store's error (HanaError) into the stream
+        yield {"status": "success"}
+
+
+def json_value(value: Any) -> str:
+    return (
+        f'"{value}"'
+        if isinstance(value, str)
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
+
+
+def modelfile_text(model: Model) -> str:
+    """A Modelfile that recreates `model` (shown by `/api/show` and `hana show --modelfile`)."""
+    lines = [
+        "# Modelfile generated by hana",
+        "# To build a new Modelfile based on this, replace FROM with:",
+        f"# FROM {model.name.display}",
+        "",
+        f"FROM {model.model_path}",
+    ]
+    if model.template:
+        lines.append(f'TEMPLATE """{model.template}"""')
+    if model.system:
+        lines.append(f'SYSTEM """{model.system}"""')
+    for key, value in model.parameters.items():
+        for v in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {key} {json_value(v)}")
+    for message in model.messages:
+        lines.append(f"MESSAGE {message.get('role')} {message.get('content')}")
+    for text in model.license:
+        lines.append(f'LICENSE """{text}"""')
+    return "\n".join(lines) + "\n"
