@@ -136,9 +136,13 @@ class HanaSettings(LoggingConfigurable):
     ).tag(config=True)
 
     memory_budget = Int(
-        0,
-        help="Bytes all loaded runners may use together; 0 = available memory minus a reserve.",
+        help="Bytes all loaded runners may use together ($HANA_MEMORY_BUDGET); "
+        "0 = available memory minus a reserve.",
     ).tag(config=True)
+
+    @default("memory_budget")
+    def _default_memory_budget(self) -> int:
+        return env_int("HANA_MEMORY_BUDGET", fallback=0)
 
     load_timeout = Float(
         300.0, help="Seconds a model may take to load before the request fails."

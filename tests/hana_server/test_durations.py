@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+from hana_server.durations import FOREVER, format_duration, parse_env_keep_alive, parse_keep_alive
+from hana_server.errors import InvalidRequest
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        (0, 0.0),
+        (0.5, 0.5),
+        (300, 300.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("1.5s", 1.5),
+        ("250ms", 0.25),
+        ("0", 0.0),
+        (-1, FOREVER),
+        ("-1m", FOREVER),
+    ],
+)
+def test_keep_alive_values_read_like_ollama(value: object, seconds: float | None) -> None:
+    assert parse_keep_alive(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["300", "5 minutes", "m", "", True, [1]])
+def test_bad_keep_alive_is_a_400_with_go_wording(value: object) -> None:
+    with pytest.raises(InvalidRequest) as error:
+        parse_keep_alive(value)
+    assert error.value.status == 400
+
+
+def test_unitless_number_string_names_missing_unit() -> None:
+    with pytest.raises(InvalidRequest, match="missing unit"):
+        parse_keep_alive("300")
+
+
+def test_env_var_accepts_plain_seconds() -> None:
+    assert parse_env_keep_alive("300") == 300.0
+    assert parse_env_keep_alive("10m") == 600.0
+    assert parse_env_keep_alive("-1") == FOREVER
+
+
+def test_format_duration() -> None:
+    assert format_duration(299.4) == "4m59s"
+    assert format_duration(3600) == "1h"
+    assert format_duration(0) == "0s"
+    assert format_duration(FOREVER) == "Forever"
