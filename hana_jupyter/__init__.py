@@ -1,0 +1,72 @@
+"""hana-jupyter, kernel side: `%load_ext hana_jupyter` for the `%hana` / `%%hana` magics.
+
+Also importable from code: `HanaClient` (the Ollama API, async-first with sync twins) and
+`ModelManager` (list, warm up, keep alive, unload, run prompts in parallel). Names are imported on
+first use, so `%load_ext` and `import hana_jupyter` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from hana_jupyter.client import (
+        Completion,
+        HanaClient,
+        HanaClientError,
+        ModelNotFoundError,
+        RequestError,
+        ServerUnreachable,
+    )
+    from hana_jupyter.magics import HanaMagics
+    from hana_jupyter.manager import ModelManager
+
+_LAZY = {
+    "Completion": "hana_jupyter.client",
+    "HanaClient": "hana_jupyter.client",
+    "HanaClientError": "hana_jupyter.client",
+    "ModelNotFoundError": "hana_jupyter.client",
+    "RequestError": "hana_jupyter.client",
+    "ServerUnreachable": "hana_jupyter.client",
+    "HanaMagics": "hana_jupyter.magics",
+    "ModelManager": "hana_jupyter.manager",
+}
+
+__all__ = [
+    "Completion",
+    "HanaClient",
+    "HanaClientError",
+    "HanaMagics",
+    "ModelManager",
+    "ModelNotFoundError",
+    "RequestError",
+    "ServerUnreachable",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hana_jupyter' has no attribute {name!r}")
+
+
+def load_ipython_extension(ip: InteractiveShell) -> None:
+    """Register `%hana` / `%%hana` (called by `%load_ext hana_jupyter`)."""
+    from hana_jupyter.magics import HanaMagics
+
+    ip.register_magics(HanaMagics)
+
+
+def unload_ipython_extension(ip: InteractiveShell) -> None:
+    """Remove the magics (`%unload_ext hana_jupyter`); a running embedded server keeps serving
+    other clients in this kernel until it exits."""
+    for kind in ("line", "cell"):
+        ip.magics_manager.magics[kind].pop("hana", None)
+    magics = ip.magics_manager.registry.pop("HanaMagics", None)
+    if magics in ip.configurables:
+        ip.configurables.remove(magics)

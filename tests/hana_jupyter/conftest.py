@@ -1,0 +1,104 @@
+"""Kernel-side fixtures: one real `hana serve` with tiny models, and a bare IPython shell whose
+display calls are recorded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from server_harness import HanaServerProcess
+from tiny_gguf import write_tiny_gguf
+from traitlets.config import Config
+
+HANA = Path(sys.executable).parent / "hana"
+MODEL_A = "tiny:a"
+MODEL_B = "tiny:b"
+
+
+@pytest.fixture(scope="session")
+def hana(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProcess]:
+    """`hana serve` on a free port with a private store holding `tiny:a` and `tiny:b`, created the
+    way users do: `hana create NAME -f Modelfile`."""
+    root = tmp_path_factory.mktemp("hana-jupyter")
+    server = HanaServerProcess(root / "models", root / "server.log").start()
+    for seed, name in ((1, MODEL_A), (2, MODEL_B)):
+        gguf = write_tiny_gguf(root / f"tiny-{seed}.gguf", seed=seed)
+        modelfile = root / f"Modelfile-{seed}"
+        modelfile.write_text(f"FROM {gguf}\n")
+        subprocess.run(
+            [str(HANA), "create", name, "-f", str(modelfile)],
+            env={**os.environ, "HANA_URL": server.url},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gemma(hana: HanaServerProcess, gemma_gguf_path: Path) -> str:
+    """The bundled gemma3:270m, registered in the session's server."""
+    hana.create_model("gemma3:270m", gemma_gguf_path)
+    return "gemma3:270m"
+
+
+class RecordingPublisher(CapturingDisplayPublisher):
+    """Keeps every display call with its display id, update flag and time."""
+
+    def publish(  # type: ignore[override]
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: Any = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.outputs.append(
+            {
+                "data": data,
+                "display_id": (transient or {}).get("display_id"),
+                "update": update,
+                "time": time.monotonic(),
+            }
+        )
+
+    def by_id(self) -> dict[str, list[dict[str, Any]]]:
+        """Outputs grouped by display id, in the order the ids first appeared."""
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for output in self.outputs:
+            grouped.setdefault(output["display_id"], []).append(output)
+        return grouped
+
+
+@pytest.fixture
+def shell(hana: HanaServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    """A bare InteractiveShell with `%load_ext hana_jupyter` done, talking to the test server."""
+    monkeypatch.setenv("HANA_URL", hana.url)
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    ip = InteractiveShell.instance(config=config)
+    ip.display_pub = RecordingPublisher(shell=ip)
+    ip.run_line_magic("load_ext", "hana_jupyter")
+    ip.run_line_magic("config", "HanaMagics.throttle = 0.02")
+    yield ip
+    magics = ip.magics_manager.registry["HanaMagics"]
+    if magics._manager is not None:
+        magics._manager.client.close()
+    ip.run_line_magic("unload_ext", "hana_jupyter")
+    InteractiveShell.clear_instance()
+
+
+def in_flight(server: HanaServerProcess) -> int:
+    """Requests the server's runners are working on, from `/api/ps`."""
+    return sum(int(entry.get("in_flight") or 0) for entry in server.ps())
