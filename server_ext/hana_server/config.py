@@ -7,13 +7,13 @@ same setting is `c.HanaApp.keep_alive` under Jupyter and `HANA_KEEP_ALIVE` for `
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from hana_server.durations import parse_env_keep_alive
+from hana_server.store.store import default_models_dir
 
 DEFAULT_PORT = 11434
 
@@ -43,12 +43,6 @@ def parse_host(value: str) -> tuple[str, int]:
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (DEFAULT_PORT if parts.scheme == "http" else 443)
     return host, port
-
-
-def default_models_dir() -> Path:
-    """HANA_MODELS, else OLLAMA_MODELS, else ~/.hana/models."""
-    value = env_value("HANA_MODELS", "OLLAMA_MODELS")
-    return Path(value).expanduser() if value else Path.home() / ".hana" / "models"
 
 
 class HanaSettings(LoggingConfigurable):
