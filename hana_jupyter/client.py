@@ -365,7 +365,9 @@ class HanaClient(LoggingConfigurable):
     ).tag(config=True)
 
     def __init__(self, url: str | None = None, **kwargs: Any) -> None:
-        super().__init__(url=url, **kwargs)
+        if url is not None:  # an explicit None must not hide `c.HanaClient.url` from config
+            kwargs["url"] = url
+        super().__init__(**kwargs)
         self._base_url: str | None = None
         self._resolve_lock = threading.Lock()
         # httpx's async pool belongs to the loop that opened it, and a client is used both from the
@@ -377,8 +379,12 @@ class HanaClient(LoggingConfigurable):
 
     @observe("url")
     def _url_changed(self, change: Mapping[str, Any]) -> None:
-        with self._resolve_lock:
-            self._base_url = None
+        # Traits are set before __init__ ends; the caches may not exist yet.
+        if hasattr(self, "_resolve_lock"):
+            with self._resolve_lock:
+                self._base_url = None
+            with self._http_lock:
+                self._http_clients.clear()
 
     # ---- discovery ------------------------------------------------------------------------------
 

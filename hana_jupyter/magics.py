@@ -59,6 +59,14 @@ class HanaMagicError(Exception):
         return [f"hana: {self}"]
 
 
+class HanaInterrupt(KeyboardInterrupt):
+    """Kernel > Interrupt during `%%hana`: still a KeyboardInterrupt (a run-all stops here), but
+    shown as one line, since the requests were canceled cleanly."""
+
+    def _render_traceback_(self) -> list[str]:
+        return ["hana: interrupted; the requests were canceled"]
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that reports errors as IPython UsageErrors instead of exiting the kernel."""
 
@@ -215,7 +223,10 @@ class HanaMagics(Magics):
         )
         board.show()
         task = background_loop().submit(_run_streams(streams))
-        board.pump(task, self.throttle)
+        try:
+            board.pump(task, self.throttle)
+        except KeyboardInterrupt:
+            raise HanaInterrupt() from None
         task.result()  # a bug in the streaming code surfaces here, not as a silent empty answer
 
         if args.chat:
@@ -414,4 +425,4 @@ def _load_note(result: Completion) -> str:
     return f" (loading took {seconds:.1f} s)" if seconds >= 0.05 else ""
 
 
-__all__ = ["HELP", "HanaMagicError", "HanaMagics", "expand_fields"]
+__all__ = ["HELP", "HanaInterrupt", "HanaMagicError", "HanaMagics", "expand_fields"]

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
+from kernel_side import MODEL_A, MODEL_B
 from server_harness import HanaServerProcess
 from tiny_gguf import write_tiny_gguf
 from traitlets.config import Config
 
 HANA = Path(sys.executable).parent / "hana"
-MODEL_A = "tiny:a"
-MODEL_B = "tiny:b"
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +96,3 @@ def shell(hana: HanaServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         magics._manager.client.close()
     ip.run_line_magic("unload_ext", "hana_jupyter")
     InteractiveShell.clear_instance()
-
-
-def in_flight(server: HanaServerProcess) -> int:
-    """Requests the server's runners are working on, from `/api/ps`."""
-    return sum(int(entry.get("in_flight") or 0) for entry in server.ps())
