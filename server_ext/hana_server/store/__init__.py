@@ -1,0 +1,19 @@
+"""Model store: names, GGUF metadata, Modelfiles, and manifests + blobs in Ollama's layout."""
+
+from __future__ import annotations
+
+from hana_server.store.gguf_info import GGUFInfo, InvalidGGUF
+from hana_server.store.modelfile import Modelfile
+from hana_server.store.names import InvalidModelName, ModelName
+from hana_server.store.store import Model, ModelStore, default_models_dir
+
+__all__ = [
+    "GGUFInfo",
+    "InvalidGGUF",
+    "InvalidModelName",
+    "Model",
+    "ModelName",
+    "ModelStore",
+    "Modelfile",
+    "default_models_dir",
+]
