@@ -64,7 +64,12 @@ class Completion:
                     yield self._final(name, part)
                     return
                 if part.get("content"):
-                    yield {"model": name, "created_at": now_rfc3339(), **self.wrap(part["content"])}
+                    yield {
+                        "model": name,
+                        "created_at": now_rfc3339(),
+                        **self.wrap(part["content"]),
+                        "done": False,
+                    }
             raise RunnerFailed(RUNNER_LOST)
         except httpx.HTTPError as error:
             log.warning("runner stream for %s broke: %s", name, error)

@@ -7,6 +7,7 @@ Jupyter) combines them with its own base class, which adds authentication where 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -111,8 +112,11 @@ class HanaHandlerMixin(web.RequestHandler):
     async def stream_ndjson(self, chunks: AsyncIterator[dict[str, Any]]) -> None:
         """Write one JSON object per line, flushed per chunk."""
         self.set_header("Content-Type", "application/x-ndjson")
-        async for chunk in chunks:
-            self.write(json.dumps(chunk) + "\n")
-            await self.flush()
-            self._streaming = True
+        # aclosing: a disconnect lands in flush(), outside the generator; closing it at once
+        # releases the runner slot instead of waiting for garbage collection.
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                self.write(json.dumps(chunk) + "\n")
+                await self.flush()
+                self._streaming = True
         self.finish()

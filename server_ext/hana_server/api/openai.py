@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 import time
@@ -100,10 +101,11 @@ class OpenAIHandlerMixin(HanaHandlerMixin):
     async def stream_sse(self, events: AsyncIterator[dict[str, Any]]) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
-        async for event in events:
-            self.write(f"data: {json.dumps(event)}\n\n")
-            await self.flush()
-            self._streaming = True
+        async with contextlib.aclosing(events):  # see HanaHandlerMixin.stream_ndjson
+            async for event in events:
+                self.write(f"data: {json.dumps(event)}\n\n")
+                await self.flush()
+                self._streaming = True
         self.write("data: [DONE]\n\n")
         self.finish()
 
@@ -187,27 +189,28 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
         self, completion: Completion, base: dict[str, Any], include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         first = True
-        async for chunk in completion.chunks():
-            obj = {**base, "object": "chat.completion.chunk"}
-            if chunk.get("done"):
-                yield {
-                    **obj,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "delta": {},
-                            "finish_reason": FINISH.get(chunk.get("done_reason"), "stop"),
-                        }
-                    ],
-                }
-                if include_usage:
-                    yield {**obj, "choices": [], "usage": usage(chunk)}
-                return
-            delta: dict[str, Any] = {"content": chunk["message"]["content"]}
-            if first:
-                delta = {"role": "assistant", **delta}
-                first = False
-            yield {**obj, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        async with contextlib.aclosing(completion.chunks()) as chunks:
+            async for chunk in chunks:
+                obj = {**base, "object": "chat.completion.chunk"}
+                if chunk.get("done"):
+                    yield {
+                        **obj,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {},
+                                "finish_reason": FINISH.get(chunk.get("done_reason"), "stop"),
+                            }
+                        ],
+                    }
+                    if include_usage:
+                        yield {**obj, "choices": [], "usage": usage(chunk)}
+                    return
+                delta: dict[str, Any] = {"content": chunk["message"]["content"]}
+                if first:
+                    delta = {"role": "assistant", **delta}
+                    first = False
+                yield {**obj, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
 
 class CompletionsHandler(OpenAIHandlerMixin):
@@ -267,12 +270,13 @@ class CompletionsHandler(OpenAIHandlerMixin):
     async def _chunks(
         self, completion: Completion, base: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        async for chunk in completion.chunks():
-            reason = FINISH.get(chunk.get("done_reason"), "stop") if chunk.get("done") else None
-            yield {
-                **base,
-                "choices": [{"index": 0, "text": chunk["response"], "finish_reason": reason}],
-            }
+        async with contextlib.aclosing(completion.chunks()) as chunks:
+            async for chunk in chunks:
+                reason = FINISH.get(chunk.get("done_reason"), "stop") if chunk.get("done") else None
+                yield {
+                    **base,
+                    "choices": [{"index": 0, "text": chunk["response"], "finish_reason": reason}],
+                }
 
 
 class EmbeddingsHandler(OpenAIHandlerMixin):

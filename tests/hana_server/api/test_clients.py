@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import ollama
 import openai
 import pytest
@@ -9,8 +11,10 @@ from server_harness import HanaServerProcess
 
 
 @pytest.fixture(scope="module")
-def client(server: HanaServerProcess) -> ollama.Client:
-    return ollama.Client(host=server.url)
+def client(server: HanaServerProcess) -> Iterator[ollama.Client]:
+    client = ollama.Client(host=server.url)
+    yield client
+    client.close()
 
 
 def test_ollama_generate_streamed_and_not(client: ollama.Client) -> None:
@@ -62,7 +66,7 @@ def test_ollama_errors_are_response_errors(client: ollama.Client) -> None:
 def test_openai_chat_completions(server: HanaServerProcess) -> None:
     api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="hana")
     reply = api.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=6
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=6, temperature=0
     )
     assert reply.object == "chat.completion"
     assert reply.choices[0].finish_reason == "length"
@@ -73,6 +77,7 @@ def test_openai_chat_completions(server: HanaServerProcess) -> None:
             model="tiny",
             messages=[{"role": "user", "content": "hi"}],
             max_tokens=6,
+            temperature=0,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -81,6 +86,7 @@ def test_openai_chat_completions(server: HanaServerProcess) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == reply.choices[0].message.content
+    api.close()
 
 
 def test_openai_completions_and_models(server: HanaServerProcess) -> None:
@@ -91,6 +97,7 @@ def test_openai_completions_and_models(server: HanaServerProcess) -> None:
     ids = [m.id for m in api.models.list()]
     assert "tiny:latest" in ids
     assert api.models.retrieve("tiny").id == "tiny:latest"
+    api.close()
 
 
 def test_openai_errors_have_openai_shape(server: HanaServerProcess) -> None:
@@ -100,3 +107,4 @@ def test_openai_errors_have_openai_shape(server: HanaServerProcess) -> None:
     assert "not found" in str(error.value)
     with pytest.raises(openai.BadRequestError):
         api.chat.completions.create(model="tiny", messages=[])
+    api.close()
