@@ -129,6 +129,15 @@ class HanaSettings(LoggingConfigurable):
         0, help="Compute threads for all runners together; 0 = the cores this process may use."
     ).tag(config=True)
 
+    thread_budget = Bool(
+        help="Split the cores among busy runners so their compute threads never sum above the "
+        "cores ($HANA_THREAD_BUDGET=0 turns it off: every runner then uses all cores)."
+    ).tag(config=True)
+
+    @default("thread_budget")
+    def _default_thread_budget(self) -> bool:
+        return (env_value("HANA_THREAD_BUDGET") or "1").lower() not in ("0", "false", "no")
+
     memory_budget = Int(
         help="Bytes all loaded runners may use together ($HANA_MEMORY_BUDGET); "
         "0 = available memory minus a reserve.",

@@ -151,6 +151,7 @@ class Scheduler:
         memory: MemoryBudget,
         num_threads: int = 0,
         num_parallel_per_model: dict[str, int] | None = None,
+        thread_budget: bool = True,
     ) -> None:
         self.default_keep_alive = default_keep_alive
         self.max_loaded_models = max(1, max_loaded_models)
@@ -161,6 +162,7 @@ class Scheduler:
         self.load_timeout = load_timeout
         self.memory = memory
         self.cpus = num_threads or granted_cpus()
+        self.thread_budget = thread_budget
         self.events = EventBus()
         self._runners: list[Runner] = []
         self._waiters: deque[Waiter] = deque()
@@ -503,6 +505,8 @@ class Scheduler:
         return [r for r in self._runners if r.in_flight > 0 or r.state == "loading"]
 
     def _threads_for(self, busy_count: int) -> int:
+        if not self.thread_budget:
+            return self.cpus  # every runner takes all cores (to measure what the budget saves)
         return max(1, self.cpus // max(1, busy_count))
 
     def _rebalance_threads(self) -> None:

@@ -37,6 +37,7 @@ class HanaService:
             load_timeout=settings.load_timeout,
             memory=MemoryBudget(settings.memory_budget),
             num_threads=settings.num_threads,
+            thread_budget=settings.thread_budget,
         )
         self.generator = Generator(self.store, self.scheduler)
         self.url: str | None = None  # the shared port's URL once a host binds it

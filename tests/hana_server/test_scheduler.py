@@ -85,6 +85,21 @@ def test_thread_budget_splits_cores_between_busy_runners(server: HanaServerProce
             assert all(m["threads"] == cpus // 2 for m in busy)
 
 
+def test_thread_budget_off_lets_every_busy_runner_use_all_cores(
+    start_server: Callable[..., HanaServerProcess],
+) -> None:
+    server = start_server(("tiny", "tiny2"), HANA_THREAD_BUDGET="0")
+    cpus = server.http.get("/api/hana/status").json()["cpus"]
+    if cpus < 2:
+        pytest.skip("needs at least 2 cores to tell a split from none")
+    with streaming(server, "tiny") as a, streaming(server, "tiny2") as b:
+        next(a)
+        next(b)
+        busy = [m for m in server.ps() if m["state"] == "busy"]
+        assert len(busy) == 2
+        assert all(m["threads"] == cpus for m in busy)
+
+
 def test_requests_beyond_num_parallel_wait_in_the_queue(
     start_server: Callable[..., HanaServerProcess],
 ) -> None:
