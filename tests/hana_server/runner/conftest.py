@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hana_server.runners import RunnerProcess
 
 StartRunner = Callable[..., Awaitable[RunnerProcess]]

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from conftest import StartRunner
-
 from hana_server.errors import InvalidRequest
 from hana_server.runners import RunnerClient, RunnerProcess
 
@@ -199,7 +198,7 @@ async def test_invalid_schema_or_grammar_is_a_400_and_the_runner_lives_on(
         {"json_schema": {"properties": {"a": {"$ref": "#/definitions/missing"}}}},
         {"grammar": "root ::= undefined-rule"},
     ):
-        with pytest.raises(InvalidRequest, match="invalid JSON schema|grammar"):
+        with pytest.raises(InvalidRequest, match=r"invalid JSON schema|grammar"):
             async for _ in runner.client.completion({"prompt": "x", **payload}):
                 pass
     with pytest.raises(InvalidRequest, match='option "top_k" must be of type integer'):
@@ -225,9 +224,7 @@ async def test_grammar_constrains_the_tiny_model(
     assert body and body.isdigit()
 
 
-async def test_tokenize_detokenize_threads(
-    start_runner: StartRunner, tiny_gguf_path: Path
-) -> None:
+async def test_tokenize_detokenize_threads(start_runner: StartRunner, tiny_gguf_path: Path) -> None:
     runner = await start_runner(tiny_gguf_path)
     tokens = await runner.client.tokenize("héllo")
     assert tokens[0] == 1  # BOS added: the vocabulary asks for it

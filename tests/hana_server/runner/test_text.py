@@ -1,4 +1,4 @@
-"""Streaming text: split UTF-8 characters and stop strings, fed piece by piece as the engine does."""
+"""Streaming text: split UTF-8 characters and stop strings, fed piece by piece like the engine."""
 
 from __future__ import annotations
 

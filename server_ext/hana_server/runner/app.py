@@ -1,0 +1,214 @@
+"""The runner's HTTP endpoints (tornado): thin handlers that check the secret, parse JSON, hand
+work to the engine and stream its messages back as NDJSON. No inference happens on this thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from hana_server.errors import HanaError
+from hana_server.runner.lifecycle import Runner
+from hana_server.runner.settings import SECRET_HEADER
+
+log = logging.getLogger("hana_server.runner")
+
+
+class MessageChannel:
+    """Messages for one request, pushed on the event loop by the engine's per-step hand-off."""
+
+    def __init__(self) -> None:
+        self._messages: list[dict[str, Any]] = []
+        self._ready = asyncio.Event()
+
+    def push(self, message: dict[str, Any]) -> None:
+        self._messages.append(message)
+        self._ready.set()
+
+    async def take(self) -> list[dict[str, Any]]:
+        await self._ready.wait()
+        self._ready.clear()
+        messages, self._messages = self._messages, []
+        return messages
+
+
+class RunnerHandler(tornado.web.RequestHandler):
+    """Secret check, JSON in and out, errors as `{"error": message}`."""
+
+    runner: Runner
+    secret: bytes
+
+    def initialize(self, runner: Runner, secret: str) -> None:
+        self.runner = runner
+        self.secret = secret.encode()
+
+    def prepare(self) -> None:
+        given = self.request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self.secret):
+            raise tornado.web.HTTPError(403, f"missing or wrong {SECRET_HEADER} header")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = self._reason
+        if isinstance(error, tornado.web.HTTPError) and error.log_message:
+            message = error.log_message
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            # A refused request is the client's business; the runner's log is for its own failures.
+            log.debug(
+                "%s %s -> %d %s", self.request.method, self.request.path, value.status_code, value
+            )
+        else:
+            super().log_exception(typ, value, tb)
+
+    def fail(self, error: HanaError) -> tornado.web.HTTPError:
+        return tornado.web.HTTPError(error.status, error.message, reason=_reason(error.status))
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError as error:
+            raise tornado.web.HTTPError(400, f"invalid JSON body: {error}") from error
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, "the body must be a JSON object")
+        return body
+
+    def ready_service(self) -> Any:
+        service = self.runner.service
+        if service is None:
+            if self.runner.status == "error":
+                raise tornado.web.HTTPError(500, self.runner.error or "model failed to load")
+            raise tornado.web.HTTPError(503, "loading model")
+        return service
+
+    def send_json(self, answer: dict[str, Any]) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(answer))
+
+
+def _reason(status: int) -> str | None:
+    return "Client Closed Request" if status == 499 else None
+
+
+class HealthHandler(RunnerHandler):
+    def get(self) -> None:
+        """Status, load progress and load of this runner."""
+        self.send_json(self.runner.health())
+
+
+class CompletionHandler(RunnerHandler):
+    _cancel: Any = None
+
+    async def post(self) -> None:
+        """Stream one completion as NDJSON; a closed connection cancels the sequence."""
+        service = self.ready_service()
+        body = self.json_body()
+        channel = MessageChannel()
+        try:
+            completion = service.new_completion(body, channel.push)
+        except HanaError as error:
+            raise self.fail(error) from error
+        engine = service.engine
+        self._cancel = lambda: engine.cancel(completion)
+        self.set_header("Content-Type", "application/x-ndjson")
+        engine.submit(completion)
+        try:
+            finished = False
+            while not finished:
+                messages = await channel.take()
+                for message in messages:
+                    self.write(json.dumps(message).encode() + b"\n")
+                    finished = finished or "done" in message or "error" in message
+                await self.flush()
+            self.finish()
+        except StreamClosedError:
+            pass
+        finally:
+            engine.cancel(completion)
+
+    def on_connection_close(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+
+
+class TokenizeHandler(RunnerHandler):
+    def post(self) -> None:
+        """Tokens of a text, tokenized like prompts unless told otherwise."""
+        service = self.ready_service()
+        body = self.json_body()
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise tornado.web.HTTPError(400, "content must be a string")
+        tokens = service.tokenize(
+            content,
+            add_special=body.get("add_special", True) is not False,
+            parse_special=body.get("parse_special", True) is not False,
+        )
+        self.send_json({"tokens": tokens})
+
+
+class DetokenizeHandler(RunnerHandler):
+    def post(self) -> None:
+        """Text of a token list."""
+        service = self.ready_service()
+        tokens = self.json_body().get("tokens")
+        if not isinstance(tokens, list) or not all(
+            isinstance(token, int) and not isinstance(token, bool) for token in tokens
+        ):
+            raise tornado.web.HTTPError(400, "tokens must be a list of integers")
+        try:
+            content = service.detokenize(tokens)
+        except HanaError as error:
+            raise self.fail(error) from error
+        self.send_json({"content": content})
+
+
+class EmbeddingHandler(RunnerHandler):
+    async def post(self) -> None:
+        """L2-normalised embeddings of one or more inputs (runners started with --embedding)."""
+        service = self.ready_service()
+        channel = MessageChannel()
+        try:
+            job = service.new_embedding_job(self.json_body(), channel.push)
+        except HanaError as error:
+            raise self.fail(error) from error
+        service.engine.submit(job)
+        (answer,) = await channel.take()
+        if "error" in answer:
+            raise tornado.web.HTTPError(500, answer["error"])
+        self.send_json(answer)
+
+
+class ThreadsHandler(RunnerHandler):
+    def post(self) -> None:
+        """Change the compute threads; the engine applies it between two decode steps."""
+        threads = self.json_body().get("threads")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise tornado.web.HTTPError(400, "threads must be a positive integer")
+        self.runner.set_threads(threads)
+        self.send_json({"threads": threads})
+
+
+def make_app(runner: Runner, secret: str) -> tornado.web.Application:
+    args = {"runner": runner, "secret": secret}
+    return tornado.web.Application(
+        [
+            (r"/health", HealthHandler, args),
+            (r"/completion", CompletionHandler, args),
+            (r"/tokenize", TokenizeHandler, args),
+            (r"/detokenize", DetokenizeHandler, args),
+            (r"/embedding", EmbeddingHandler, args),
+            (r"/threads", ThreadsHandler, args),
+        ],
+        # Per-request access logs would cost time and bury the lines the server shows on failure.
+        log_function=lambda _handler: None,
+    )

@@ -1,0 +1,327 @@
+"""The completion engine: one thread that alone owns the llama context and serves every request.
+
+Each step packs one token for every generating sequence plus prompt chunks of sequences still
+reading their prompt (token budget n_batch, round-robin start so no prompt starves) into ONE batch,
+calls `llama_decode` once, then samples every sequence that has an output row with its own sampler
+chain. HTTP threads only enqueue requests and receive messages; messages of a step are handed to
+the tornado loop in a single `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import llama_cpp
+
+from hana_server.runner.batch import TokenBatch
+from hana_server.runner.model import LoadedModel
+from hana_server.runner.sequences import NO_TOKEN, Completion, Sink, Slot, SlotPool
+
+log = logging.getLogger("hana_server.runner")
+
+_UNKNOWN_PIECE: Any = object()
+
+# Ollama caps "generate until done" (num_predict -1) at ten times the context.
+UNLIMITED_PREDICT_FACTOR = 10
+
+
+class EngineThread:
+    """A thread that alone touches one llama context. Commands arrive through an inbox; messages
+    for HTTP handlers leave through an outbox flushed to the event loop once per step."""
+
+    def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop, threads: int, name: str) -> None:
+        self.ctx = ctx
+        self.threads = threads
+        self._loop = loop
+        self._inbox: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._threads_wanted: int | None = None
+        self._outbox: list[tuple[Sink, dict[str, Any]]] = []
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to end after its current step; True when it has ended."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def set_threads(self, threads: int) -> None:
+        """Applied between two decode steps (llama_set_n_threads is not safe during a decode)."""
+        self._threads_wanted = threads
+        self._wake.set()
+
+    def _submit(self, command: Any) -> None:
+        self._inbox.append(command)
+        self._wake.set()
+
+    def _apply_threads(self) -> None:
+        wanted = self._threads_wanted
+        if wanted is not None:
+            self._threads_wanted = None
+            llama_cpp.llama_set_n_threads(self.ctx, wanted, wanted)
+            self.threads = wanted
+            log.info("compute threads set to %d", wanted)
+
+    def _post(self, sink: Sink, message: dict[str, Any]) -> None:
+        self._outbox.append((sink, message))
+
+    def _flush_outbox(self) -> None:
+        if not self._outbox:
+            return
+        messages, self._outbox = self._outbox, []
+        # A closed loop means the runner is exiting and nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_deliver, messages)
+
+    def _idle_wait(self) -> None:
+        self._wake.wait()
+        self._wake.clear()
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            log.exception("engine thread failed")
+            self._fail_all("runner engine failed; see the runner log")
+            self._flush_outbox()
+            raise
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _fail_all(self, message: str) -> None:
+        raise NotImplementedError
+
+
+def _deliver(messages: list[tuple[Sink, dict[str, Any]]]) -> None:
+    for sink, message in messages:
+        sink(message)
+
+
+class CompletionEngine(EngineThread):
+    """Continuous batching over `parallel` sequences of a context, with a per-slot prompt cache."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        ctx: Any,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        n_ctx_seq: int,
+        parallel: int,
+        threads: int,
+        swa_full: bool,
+    ) -> None:
+        super().__init__(ctx, loop, threads, name="hana-engine")
+        self.model = model
+        self.n_ctx_seq = n_ctx_seq
+        self.max_tokens = UNLIMITED_PREDICT_FACTOR * n_ctx_seq
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._batch = TokenBatch(int(llama_cpp.llama_n_batch(ctx)))
+        self._slots = SlotPool(parallel)
+        self._waiting: deque[Completion] = deque()
+        self._active: list[Completion] = []
+        self._round_robin = 0
+        # Without a full-size SWA cache, cells older than the window are gone, so a cached prefix
+        # is only usable if the window before the reuse point is still there.
+        self._swa_window = model.n_swa if (model.n_swa > 0 and not swa_full) else 0
+        # token -> bytes to show, or None for end-of-generation tokens; the vocabulary never changes
+        self._pieces: dict[int, bytes | None] = {}
+        self._piece_buffer = ctypes.create_string_buffer(256)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._waiting) + len(self._inbox)
+
+    def submit(self, completion: Completion) -> None:
+        self._submit(completion)
+
+    def cancel(self, completion: Completion) -> None:
+        """The client went away: the sequence is dropped at the next step (its KV stays cached)."""
+        if not completion.finished:
+            completion.cancelled = True
+            self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            while self._inbox:
+                self._waiting.append(self._inbox.popleft())
+            self._apply_threads()
+            self._drop_cancelled()
+            self._admit()
+            if self._active:
+                self._step()
+            self._flush_outbox()
+            if not self._active and not self._inbox:
+                self._idle_wait()
+
+    def _drop_cancelled(self) -> None:
+        if any(completion.cancelled for completion in self._waiting):
+            self._waiting = deque(c for c in self._waiting if not c.cancelled)
+        if any(completion.cancelled for completion in self._active):
+            for completion in self._active:
+                if completion.cancelled:
+                    self._release(completion)
+            self._active = [c for c in self._active if not c.finished]
+
+    def _admit(self) -> None:
+        while self._waiting:
+            completion = self._waiting[0]
+            taken = self._slots.acquire(completion.prompt)
+            if taken is None:
+                return
+            self._waiting.popleft()
+            slot, shared = taken
+            completion.slot = slot
+            completion.started_ns = time.perf_counter_ns()
+            keep = self._reusable_prefix(slot, shared, len(completion.prompt))
+            completion.cursor = completion.cached = keep
+            tail = completion.prompt[max(0, len(completion.prompt) - completion.penalty_window) :]
+            completion.sampler.prime_penalties(tail)
+            self._active.append(completion)
+
+    def _reusable_prefix(self, slot: Slot, shared: int, prompt_length: int) -> int:
+        """Trim the slot's KV to the part the new prompt can reuse, and return its length.
+
+        At least the last prompt token is always evaluated again: its logits are needed to sample.
+        """
+        keep = min(shared, prompt_length - 1)
+        if keep > 0 and self._swa_window:
+            first_needed = max(0, keep - self._swa_window)
+            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id)
+            if pos_min < 0 or pos_min > first_needed:
+                keep = 0
+        if keep < len(slot.tokens):
+            if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+                # Some caches cannot drop a partial range; dropping a whole sequence always works.
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                keep = 0
+            del slot.tokens[keep:]
+        return keep
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        active = self._active
+        start = self._round_robin % len(active)
+        self._round_robin += 1
+        order = active[start:] + active[:start] if start else active
+        to_sample: list[tuple[Completion, int]] = []
+
+        for completion in order:
+            token = completion.next_token
+            if token != NO_TOKEN:
+                slot = completion.slot
+                assert slot is not None
+                row = batch.add(token, len(slot.tokens), slot.seq_id, True)
+                slot.tokens.append(token)
+                completion.next_token = NO_TOKEN
+                to_sample.append((completion, row))
+
+        for completion in order:
+            budget = batch.free
+            if budget <= 0:
+                break
+            remaining = len(completion.prompt) - completion.cursor
+            if remaining <= 0:
+                continue
+            slot = completion.slot
+            assert slot is not None
+            chunk = completion.prompt[
+                completion.cursor : completion.cursor + min(remaining, budget)
+            ]
+            row = batch.add_run(chunk, len(slot.tokens), slot.seq_id)
+            slot.tokens.extend(chunk)
+            completion.cursor += len(chunk)
+            if completion.cursor == len(completion.prompt):
+                batch.set_output(row)
+                to_sample.append((completion, row))
+
+        status = llama_cpp.llama_decode(self.ctx, batch.finish())
+        if status != 0:
+            self._decode_failed(status, order)
+            return
+        for completion, row in to_sample:
+            self._sample(completion, row)
+        if any(completion.finished for completion, _ in to_sample):
+            self._active = [c for c in self._active if not c.finished]
+
+    def _sample(self, completion: Completion, row: int) -> None:
+        token = completion.sampler.sample_at(self.ctx, row)
+        now = time.perf_counter_ns()
+        completion.generated += 1
+        if completion.generated == 1:
+            completion.first_token_ns = now
+        piece = self._pieces.get(token, _UNKNOWN_PIECE)
+        if piece is _UNKNOWN_PIECE:
+            piece = self._learn_piece(token)
+        if piece is None:
+            self._finish(completion, "stop", now)
+            return
+        text, stopped = completion.take_piece(piece)
+        # The token would be decoded at the next free position: is there one left?
+        context_full = len(completion.slot.tokens) >= self.n_ctx_seq  # type: ignore[union-attr]
+        if text:
+            self._post(completion.sink, {"content": text})
+        if stopped:
+            self._finish(completion, "stop", now, flush=False)
+        elif completion.generated >= completion.limit or context_full:
+            self._finish(completion, "length", now)
+        else:
+            completion.next_token = token
+
+    def _learn_piece(self, token: int) -> bytes | None:
+        piece = None if self.model.is_eog(token) else self.model.piece(token, self._piece_buffer)
+        self._pieces[token] = piece
+        return piece
+
+    def _finish(self, completion: Completion, reason: str, now: int, *, flush: bool = True) -> None:
+        if flush:
+            text = completion.final_text()
+            if text:
+                self._post(completion.sink, {"content": text})
+        self._post(completion.sink, completion.summary(reason, now))
+        self._release(completion)
+
+    def _release(self, completion: Completion) -> None:
+        completion.finished = True
+        completion.sampler.close()
+        if completion.slot is not None:
+            self._slots.release(completion.slot)
+
+    def _decode_failed(self, status: int, completions: list[Completion]) -> None:
+        # 1 = no KV slot for the batch, 2 = aborted, < 0 = error; the KV of these sequences is in an
+        # unknown state, so it is dropped entirely before the slots are used again.
+        log.error("llama_decode failed with status %d for %d sequences", status, len(completions))
+        for completion in completions:
+            self._post(completion.sink, {"error": f"llama_decode failed with status {status}"})
+            slot = completion.slot
+            if slot is not None:
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                slot.tokens.clear()
+            self._release(completion)
+        self._active = [c for c in self._active if not c.finished]
+
+    def _fail_all(self, message: str) -> None:
+        for completion in [*self._active, *self._waiting, *self._inbox]:
+            if not completion.finished:
+                self._post(completion.sink, {"error": message})
+                completion.finished = True

@@ -1,0 +1,191 @@
+"""Per-request sampling: Ollama's options checked, then one native sampler chain per sequence.
+
+Chain order: penalties -> grammar -> top_k -> typical -> top_p -> min_p -> temp -> dist(seed), or
+penalties -> grammar -> greedy when temperature <= 0. Samplers that would not change anything are
+left out, because every sampler in the chain walks the whole vocabulary on every token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from hana_server.errors import InvalidRequest
+
+_INT_OPTIONS = ("num_predict", "top_k", "repeat_last_n", "seed", "num_keep")
+_FLOAT_OPTIONS = (
+    "temperature",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The Ollama options the runner acts on, with Ollama's defaults; other keys are ignored."""
+
+    num_predict: int = -1
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1
+    stop: tuple[str, ...] = ()
+    num_keep: int = 4
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> SamplingOptions:
+        """Ollama's type rules: integers accept any number (truncated), floats need numbers."""
+        if options is None:
+            return cls()
+        if not isinstance(options, Mapping):
+            raise InvalidRequest("options must be an object")
+        values: dict[str, Any] = {}
+        for name in _INT_OPTIONS:
+            value = options.get(name)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidRequest(f'option "{name}" must be of type integer')
+            values[name] = int(value)
+        for name in _FLOAT_OPTIONS:
+            value = options.get(name)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidRequest(f'option "{name}" must be of type float32')
+            values[name] = float(value)
+        stop = options.get("stop")
+        if stop is not None:
+            if isinstance(stop, str):
+                stop = [stop]
+            if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
+                raise InvalidRequest('option "stop" must be of type array')
+            values["stop"] = tuple(stop)
+        known = {field.name for field in fields(cls)}
+        return cls(**{name: value for name, value in values.items() if name in known})
+
+
+def grammar_from_request(body: Mapping[str, Any]) -> str | None:
+    """The GBNF text that constrains this request, from `grammar` or `json_schema`, or None."""
+    grammar = body.get("grammar")
+    schema = body.get("json_schema")
+    if grammar is not None and schema is not None:
+        raise InvalidRequest("give either grammar or json_schema, not both")
+    if grammar is not None:
+        if not isinstance(grammar, str) or not grammar.strip():
+            raise InvalidRequest("grammar must be a non-empty string")
+        return grammar
+    if schema is None:
+        return None
+    if not isinstance(schema, dict | bool):
+        raise InvalidRequest("invalid JSON schema: expected an object")
+    try:
+        # The converter is a Python port of llama.cpp's; any failure on user input is a bad request.
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
+    except (Exception, RecursionError) as error:
+        raise InvalidRequest(f"invalid JSON schema: {error}") from error
+
+
+class SamplerChain:
+    """One sequence's native sampler chain, used by the engine thread only; freed once."""
+
+    def __init__(self, chain: llama_cpp.llama_sampler_p, penalties: Any | None) -> None:
+        self._chain = chain
+        self._penalties = penalties  # owned by the chain; kept to feed it the prompt's tail
+        self.sample_at = _bind_sample(chain)
+
+    def prime_penalties(self, prompt_tail: Sequence[int]) -> None:
+        """Let repetition penalties see the end of the prompt, as llama-server does."""
+        if self._penalties is None:
+            return
+        accept = llama_cpp.llama_sampler_accept
+        for token in prompt_tail:
+            accept(self._penalties, token)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None
+            self._penalties = None
+
+
+def _bind_sample(chain: Any) -> Any:
+    sample = llama_cpp.llama_sampler_sample
+
+    def sample_at(ctx: Any, row: int) -> int:
+        return sample(chain, ctx, row)
+
+    return sample_at
+
+
+# Some llama.cpp releases take n_vocab as the first argument of the penalties sampler, some do not.
+_PENALTIES_TAKES_N_VOCAB = len(llama_cpp.llama_sampler_init_penalties.argtypes or ()) == 5
+
+
+def build_sampler_chain(
+    vocab: Any, n_vocab: int, n_ctx: int, options: SamplingOptions, grammar: str | None
+) -> SamplerChain:
+    """Build the chain for one request; an invalid grammar raises InvalidRequest, never a crash."""
+    grammar_sampler = None
+    if grammar is not None:
+        grammar_sampler = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar.encode("utf-8"), b"root"
+        )
+        if not grammar_sampler:
+            raise InvalidRequest("invalid JSON schema or grammar: the grammar could not be parsed")
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    penalties = None
+    last_n = n_ctx if options.repeat_last_n < 0 else options.repeat_last_n
+    # llama.cpp requires repeat_penalty > 0; Ollama treats 0 or less as "off".
+    repeat = options.repeat_penalty if options.repeat_penalty > 0.0 else 1.0
+    if last_n > 0 and (
+        repeat != 1.0 or options.frequency_penalty != 0.0 or options.presence_penalty != 0.0
+    ):
+        penalty_args = (last_n, repeat, options.frequency_penalty, options.presence_penalty)
+        if _PENALTIES_TAKES_N_VOCAB:
+            penalty_args = (n_vocab, *penalty_args)
+        penalties = llama_cpp.llama_sampler_init_penalties(*penalty_args)
+        add(chain, penalties)
+    if grammar_sampler is not None:
+        add(chain, grammar_sampler)
+    if options.temperature <= 0.0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return SamplerChain(chain, penalties)
+    if 0 < options.top_k < n_vocab:
+        add(chain, llama_cpp.llama_sampler_init_top_k(options.top_k))
+    if 0.0 < options.typical_p < 1.0:
+        add(chain, llama_cpp.llama_sampler_init_typical(options.typical_p, 1))
+    if 0.0 < options.top_p < 1.0:
+        add(chain, llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
+    if options.min_p > 0.0:
+        add(chain, llama_cpp.llama_sampler_init_min_p(options.min_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(options.temperature))
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed & 0xFFFFFFFF
+    add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return SamplerChain(chain, penalties)

@@ -1,0 +1,125 @@
+"""Sequence bookkeeping for the engine: KV slots that remember their tokens (the prompt cache), and
+the state of one completion request between two decode steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hana_server.runner.sampling import SamplerChain, SamplingOptions
+from hana_server.runner.text import StopStrings, Utf8Stream
+
+# A sink receives the messages of one request, on the HTTP side of the hand-off.
+Sink = Callable[[dict[str, Any]], None]
+
+NO_TOKEN = -1
+
+
+@dataclass(eq=False)
+class Slot:
+    """One llama sequence id and the tokens whose keys and values it holds, position by position."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    last_used: int = 0
+    busy: bool = False
+
+
+def common_prefix_length(left: Sequence[int], right: Sequence[int]) -> int:
+    limit = min(len(left), len(right))
+    if left[:limit] == right[:limit]:
+        return limit
+    for index in range(limit):
+        if left[index] != right[index]:
+            return index
+    return limit
+
+
+class SlotPool:
+    """The context's sequences. A new request gets the free slot sharing the longest prefix with its
+    prompt (Ollama's single-user policy); among equals the least recently used, so that recent
+    conversations keep their cache."""
+
+    def __init__(self, count: int) -> None:
+        self.slots = [Slot(seq_id) for seq_id in range(count)]
+        self._clock = 0
+
+    def free_count(self) -> int:
+        return sum(1 for slot in self.slots if not slot.busy)
+
+    def acquire(self, prompt: Sequence[int]) -> tuple[Slot, int] | None:
+        best: Slot | None = None
+        best_key = (-1, 0)
+        for slot in self.slots:
+            if slot.busy:
+                continue
+            key = (common_prefix_length(slot.tokens, prompt), -slot.last_used)
+            if key > best_key:
+                best, best_key = slot, key
+        if best is None:
+            return None
+        best.busy = True
+        return best, best_key[0]
+
+    def release(self, slot: Slot) -> None:
+        self._clock += 1
+        slot.last_used = self._clock
+        slot.busy = False
+
+
+class Completion:
+    """One /completion request: its prompt, sampler, limits and text state, and its timings (ns)."""
+
+    def __init__(
+        self,
+        prompt: list[int],
+        sampler: SamplerChain,
+        options: SamplingOptions,
+        sink: Sink,
+        *,
+        max_tokens: int,
+        penalty_window: int,
+    ) -> None:
+        self.prompt = prompt
+        self.sampler = sampler
+        self.sink = sink
+        self.limit = options.num_predict if options.num_predict > 0 else max_tokens
+        self.penalty_window = penalty_window
+        self.stops = StopStrings(options.stop)
+        self.utf8 = Utf8Stream()
+        self.cancelled = False
+        self.finished = False
+        self.slot: Slot | None = None
+        self.cursor = 0  # index of the next prompt token to feed
+        self.cached = 0  # prompt tokens found in the slot's KV
+        self.next_token = NO_TOKEN  # sampled, shown, not yet decoded
+        self.generated = 0
+        self.started_ns = 0
+        self.first_token_ns = 0
+
+    def take_piece(self, piece: bytes) -> tuple[str, bool]:
+        """Text to show for a new token's bytes, and whether a stop string ended the answer."""
+        text = self.utf8.feed(piece)
+        if not text:
+            return "", False
+        return self.stops.feed(text)
+
+    def final_text(self) -> str:
+        """Whatever was held back (an incomplete character, a partial stop string) when the answer
+        ends by EOG or length."""
+        text, stopped = self.stops.feed(self.utf8.finish())
+        return text if stopped else text + self.stops.flush()
+
+    def summary(self, reason: str, now_ns: int) -> dict[str, Any]:
+        first = self.first_token_ns or now_ns
+        return {
+            "done": True,
+            "done_reason": reason,
+            "prompt_eval_count": len(self.prompt),
+            "prompt_cache_count": self.cached,
+            "prompt_eval_duration": first - self.started_ns,
+            "eval_count": self.generated,
+            "eval_duration": now_ns - first,
+        }

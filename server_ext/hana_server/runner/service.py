@@ -1,0 +1,201 @@
+"""The loaded model and its engine, and the translation of HTTP bodies into engine work: prompts
+tokenized and fitted to the context, options checked, sampler chains built (in the HTTP thread, so
+bad input is refused with 400 before anything reaches the engine).
+
+This is the only runner module that the HTTP side reaches for llama.cpp; it is imported by the
+loader thread, so the runner answers /health before llama_cpp is even imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import llama_cpp
+
+from hana_server.errors import InvalidRequest
+from hana_server.runner.batch import TokenBatch
+from hana_server.runner.embedding import EmbeddingEngine, EmbeddingJob
+from hana_server.runner.engine import CompletionEngine
+from hana_server.runner.model import LlamaLog, LoadedModel, cells_per_sequence, free_context
+from hana_server.runner.sampling import SamplingOptions, build_sampler_chain, grammar_from_request
+from hana_server.runner.sequences import Completion, Sink
+from hana_server.runner.settings import RunnerSettings
+
+log = logging.getLogger("hana_server.runner")
+
+CONTEXT_EXCEEDED = "the input length exceeds the context length"
+
+
+class ModelService:
+    """Everything a ready runner serves. Created by `load` on the loader thread."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        ctx: Any,
+        engine: CompletionEngine | EmbeddingEngine,
+        settings: RunnerSettings,
+        llama_log: LlamaLog,
+    ) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.engine = engine
+        self.settings = settings
+        self._llama_log = llama_log
+        # llama.cpp pads each sequence's cells up; the contract promises exactly --ctx-size.
+        self.n_ctx_seq = min(settings.ctx_size, cells_per_sequence(ctx, settings.parallel))
+
+    @classmethod
+    def load(
+        cls,
+        settings: RunnerSettings,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        llama_log: LlamaLog,
+        on_progress: Callable[[float], None],
+        should_abort: Callable[[], bool],
+    ) -> ModelService:
+        model = LoadedModel.load(settings.model, on_progress=on_progress, should_abort=should_abort)
+        ctx = model.new_context(settings)
+        try:
+            _warm_up(model, ctx)
+            engine: CompletionEngine | EmbeddingEngine
+            if settings.embedding:
+                engine = EmbeddingEngine(
+                    model, ctx, loop, parallel=settings.parallel, threads=settings.threads
+                )
+            else:
+                engine = CompletionEngine(
+                    model,
+                    ctx,
+                    loop,
+                    n_ctx_seq=min(settings.ctx_size, cells_per_sequence(ctx, settings.parallel)),
+                    parallel=settings.parallel,
+                    threads=settings.threads,
+                    swa_full=settings.swa_full,
+                )
+        except BaseException:
+            free_context(ctx)
+            model.close()
+            raise
+        engine.start()
+        return cls(model, ctx, engine, settings, llama_log)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def new_completion(self, body: Mapping[str, Any], sink: Sink) -> Completion:
+        if not isinstance(self.engine, CompletionEngine):
+            raise InvalidRequest("this runner serves embeddings only (started with --embedding)")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise InvalidRequest("prompt must be a string")
+        options = SamplingOptions.from_options(body.get("options"))
+        grammar = grammar_from_request(body)
+        tokens = self.model.tokenize(prompt)
+        if not tokens:
+            raise InvalidRequest("prompt is empty")
+        tokens = self._fit_prompt(tokens, options, truncate=body.get("truncate", True) is not False)
+        sampler = build_sampler_chain(
+            self.model.vocab, self.model.n_vocab, self.n_ctx_seq, options, grammar
+        )
+        window = self.n_ctx_seq if options.repeat_last_n < 0 else options.repeat_last_n
+        return Completion(
+            tokens,
+            sampler,
+            options,
+            sink,
+            max_tokens=self.engine.max_tokens,
+            penalty_window=window,
+        )
+
+    def _fit_prompt(
+        self, tokens: list[int], options: SamplingOptions, *, truncate: bool
+    ) -> list[int]:
+        """Keep a prompt that does not fit: the first num_keep tokens and the most recent rest, with
+        room left for an answer (a quarter of the context, or num_predict if smaller)."""
+        n_ctx = self.n_ctx_seq
+        if len(tokens) < n_ctx:
+            return tokens
+        if not truncate:
+            raise InvalidRequest(CONTEXT_EXCEEDED)
+        room = n_ctx // 4 if options.num_predict <= 0 else min(options.num_predict, n_ctx // 4)
+        target = max(1, n_ctx - max(1, room))
+        keep = max(0, min(options.num_keep, target // 2))
+        log.warning("prompt of %d tokens truncated to %d (context %d)", len(tokens), target, n_ctx)
+        return tokens[:keep] + tokens[len(tokens) - (target - keep) :]
+
+    def new_embedding_job(self, body: Mapping[str, Any], sink: Sink) -> EmbeddingJob:
+        if not isinstance(self.engine, EmbeddingEngine):
+            raise InvalidRequest(
+                "this runner does not serve embeddings (start it with --embedding)"
+            )
+        content = body.get("content")
+        if isinstance(content, str):
+            content = [content]
+        if not isinstance(content, list) or not all(isinstance(text, str) for text in content):
+            raise InvalidRequest("content must be a string or a list of strings")
+        truncate = body.get("truncate", True) is not False
+        limit = self.engine.max_input_tokens
+        inputs: list[list[int]] = []
+        for text in content:
+            tokens = self.model.tokenize(text)
+            if not tokens:
+                raise InvalidRequest("cannot embed an empty input")
+            if len(tokens) > limit:
+                if not truncate:
+                    raise InvalidRequest(CONTEXT_EXCEEDED)
+                tokens = tokens[:limit]
+            inputs.append(tokens)
+        return EmbeddingJob(inputs, sink)
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        try:
+            return self.model.detokenize(tokens)
+        except ValueError as error:
+            raise InvalidRequest(str(error)) from error
+
+    def set_threads(self, threads: int) -> None:
+        self.engine.set_threads(threads)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def health_fields(self) -> dict[str, Any]:
+        engine = self.engine
+        active = engine.active_count if isinstance(engine, CompletionEngine) else 0
+        queued = engine.queued_count if isinstance(engine, CompletionEngine) else 0
+        return {
+            "n_ctx": self.n_ctx_seq,
+            "active": active,
+            "queued": queued,
+            "threads": engine.threads,
+            "memory_bytes": self._llama_log.buffer_bytes or self.model.size_bytes,
+        }
+
+    def close(self, timeout: float) -> bool:
+        """Stop the engine; frees llama memory only when the engine thread really ended."""
+        if not self.engine.stop(timeout):
+            return False
+        free_context(self.ctx)
+        self.ctx = None
+        self.model.close()
+        return True
+
+
+def _warm_up(model: LoadedModel, ctx: Any) -> None:
+    """One decode before the first request: pages the weights in and builds the compute graph, so
+    the first answer is not slower than the rest (llama-server does the same)."""
+    batch = TokenBatch(1)
+    bos = int(llama_cpp.llama_vocab_bos(model.vocab))
+    batch.add(bos if bos >= 0 else 0, 0, 0, True)
+    status = llama_cpp.llama_decode(ctx, batch.finish())
+    if status != 0:
+        raise RuntimeError(f"warm-up decode failed with status {status}")
+    memory = llama_cpp.llama_get_memory(ctx)
+    if memory:
+        llama_cpp.llama_memory_clear(memory, True)

@@ -1,0 +1,107 @@
+"""RunnerProcess and RunnerClient against real runner processes on the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from hana_server.errors import RunnerFailed
+from hana_server.runners import RunnerProcess
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def start_ready(model: Path, **options: int) -> RunnerProcess:
+    runner = await RunnerProcess.start(
+        model, **{"ctx_size": 256, "parallel": 1, "threads": 1, **options}
+    )
+    progress: list[float] = []
+    await runner.wait_ready(60, progress.append)
+    assert progress and progress[-1] == 1.0
+    return runner
+
+
+async def test_terminate_leaves_no_process(tiny_gguf_path: Path) -> None:
+    runner = await start_ready(tiny_gguf_path)
+    assert not gone(runner.pid)
+    assert os.getpgid(runner.pid) == runner.pid  # leads its own process group
+    assert await runner.terminate() == 0
+    assert gone(runner.pid)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(runner.pid, 0)
+    assert runner.exited.done()
+    assert await runner.terminate() == 0  # idempotent
+
+
+async def test_terminate_during_a_stream(tiny_gguf_path: Path) -> None:
+    runner = await start_ready(tiny_gguf_path, ctx_size=4096)
+    stream = runner.client.completion({"prompt": "x", "options": {"num_predict": 4000}})
+    await anext(stream)
+    assert await runner.terminate() == 0
+    with pytest.raises(RunnerFailed):
+        async for _ in stream:
+            pass
+    assert gone(runner.pid)
+
+
+async def test_a_crash_resolves_exited_and_fails_the_stream(tiny_gguf_path: Path) -> None:
+    runner = await start_ready(tiny_gguf_path, ctx_size=4096)
+    stream = runner.client.completion({"prompt": "x", "options": {"num_predict": 4000}})
+    await anext(stream)
+    os.kill(runner.pid, signal.SIGKILL)
+    assert await asyncio.wait_for(runner.exited, 10) == -signal.SIGKILL
+    with pytest.raises(RunnerFailed, match="connection"):
+        async for _ in stream:
+            pass
+    assert runner.log_tail  # what the runner said is kept for error messages
+    await runner.terminate()
+
+
+async def test_cancelling_the_consumer_closes_the_sequence(tiny_gguf_path: Path) -> None:
+    runner = await start_ready(tiny_gguf_path, ctx_size=4096)
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in runner.client.completion({"prompt": "x", "options": {"num_predict": 4000}}):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    assert (await runner.client.health())["active"] == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):
+        if (await runner.client.health())["active"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await runner.client.health())["active"] == 0
+    await runner.terminate()
+
+
+async def test_start_with_a_missing_model_fails_with_the_runners_message(tmp_path: Path) -> None:
+    runner = await RunnerProcess.start(tmp_path / "nope.gguf", ctx_size=64, parallel=1, threads=1)
+    with pytest.raises(RunnerFailed, match=r"nope\.gguf"):
+        await runner.wait_ready(60)
+    assert gone(runner.pid)
+
+
+async def test_a_runner_that_never_starts_is_reported(tmp_path: Path) -> None:
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/bin/sh\necho 'cannot start: no such interpreter feature' >&2\nexit 3\n"
+    )
+    fake_python.chmod(0o755)
+    with pytest.raises(RunnerFailed, match=r"exit code 3.*cannot start"):
+        await RunnerProcess.start(
+            tmp_path / "x.gguf", ctx_size=64, parallel=1, threads=1, python=str(fake_python)
+        )
