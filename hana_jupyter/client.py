@@ -415,15 +415,19 @@ class HanaClient(LoggingConfigurable):
             client = self._http_clients.get(loop)
         if client is not None:
             return client
+        # Discovery may probe or start a server: off the loop. Requests started together all get
+        # here; only the first creates the pool (below, with no await between check and insert).
         base_url = self._base_url or await asyncio.to_thread(lambda: self.base_url)
         token = self.token or os.environ.get("HANA_TOKEN")
-        client = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Authorization": f"token {token}"} if token else None,
-            timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
-        )
         with self._http_lock:
-            self._http_clients[loop] = client
+            client = self._http_clients.get(loop)
+            if client is None:
+                client = httpx.AsyncClient(
+                    base_url=base_url,
+                    headers={"Authorization": f"token {token}"} if token else None,
+                    timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
+                )
+                self._http_clients[loop] = client
         return client
 
     # ---- plumbing -------------------------------------------------------------------------------

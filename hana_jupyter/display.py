@@ -257,7 +257,9 @@ class StreamState:
         self.completion = Completion(model=model)
         self.status = "waiting"  # waiting | streaming | done | error | canceled
         self.error: str | None = None
-        self.started: float | None = None  # monotonic times, for users and tests to compare
+        # time.monotonic() of the request, its first chunk and its end: to compare streams.
+        self.started: float | None = None
+        self.first_chunk: float | None = None
         self.finished: float | None = None
         self.version = 0
         self._lock = threading.Lock()
@@ -270,6 +272,8 @@ class StreamState:
     def add(self, chunk: Mapping[str, Any]) -> None:
         """Fold in one API chunk."""
         with self._lock:
+            if self.first_chunk is None:
+                self.first_chunk = time.monotonic()
             self.completion.add(chunk)
             self.status = "done" if self.completion.done else "streaming"
             if self.completion.done:
@@ -346,8 +350,9 @@ class StreamBoard:
 
     def show(self) -> None:
         """Display every placeholder at once, so outputs keep the order of the requests."""
-        for state in self.states:
+        for index, state in enumerate(self.states):
             if self.live:
+                self._shown[index] = state.version
                 bundle = state.render(markdown=self.markdown, header=self.header)
                 self._handles.append(display(bundle, raw=True, display_id=True))
             else:

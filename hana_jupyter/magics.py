@@ -47,6 +47,7 @@ HELP = """\
 %hana pull MODEL                  download a model
 %hana reset [MODEL]               forget the --chat conversation (of one model, or all)
 %hana url                         the server this kernel talks to
+%hana panel                       a live panel of the models: state, warm up, unload, keep-alive
 %hana help                        this text
 """
 
@@ -170,6 +171,9 @@ class HanaMagics(Magics):
         self._manager: ModelManager | None = None
         # --chat conversations, per model name as typed; they live as long as the kernel.
         self.conversations: dict[str, list[dict[str, Any]]] = {}
+        #: The streams of the last %%hana cell: `.completion` has the metrics, `.started`,
+        #: `.first_chunk` and `.finished` the timings.
+        self.last_streams: list[StreamState] = []
 
     @observe("url")
     def _url_changed(self, change: Mapping[str, Any]) -> None:
@@ -196,6 +200,9 @@ class HanaMagics(Magics):
         except HanaClientError as exc:
             raise HanaMagicError(str(exc)) from None
 
+    # `%hana?` shows the whole reference, not just the summary line.
+    hana.__doc__ = f"{(hana.__doc__ or '').strip().splitlines()[0]}\n\n{HELP}"
+
     # ---- %%hana ---------------------------------------------------------------------------------
 
     def _cell(self, line: str, cell: str) -> None:
@@ -221,6 +228,7 @@ class HanaMagics(Magics):
         board = StreamBoard(
             [s.state for s in streams], markdown=self.markdown, live=not _is_terminal(self.shell)
         )
+        self.last_streams = board.states
         board.show()
         task = background_loop().submit(_run_streams(streams))
         try:
@@ -330,6 +338,7 @@ class HanaMagics(Magics):
             "pull": (self._pull, 1, 1, "pull MODEL"),
             "reset": (self._reset, 0, 1, "reset [MODEL]"),
             "url": (self._url, 0, 0, "url"),
+            "panel": (self._panel, 0, 0, "panel"),
         }
         if verb not in verbs:
             raise UsageError(f"%hana: unknown command {verb!r} (see %hana help)")
@@ -384,6 +393,11 @@ class HanaMagics(Magics):
 
     def _url(self) -> None:
         print(self.manager.client.base_url)
+
+    def _panel(self) -> Any:
+        from hana_jupyter.widgets import HanaPanel  # ipywidgets loads only when asked for
+
+        return HanaPanel(self.manager.client)
 
 
 async def _run_streams(streams: list[_Stream]) -> None:
