@@ -28,6 +28,7 @@ def write_tiny_gguf(
     context_length: int = 4096,
     name: str = "tiny-llama",
     chat_template: str | None = None,
+    pooling_type: int | None = None,
 ) -> Path:
     """Write a llama-architecture GGUF with random f32 weights to `path` and return it."""
     rng = np.random.default_rng(seed)
@@ -59,6 +60,8 @@ def write_tiny_gguf(
     writer.add_add_bos_token(True)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    if pooling_type is not None:  # an embedding model, as Ollama tells them apart
+        writer.add_pooling_type(gguf.PoolingType(pooling_type))
 
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.5).astype(np.float32)

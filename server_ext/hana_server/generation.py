@@ -236,6 +236,8 @@ class Generator:
     ) -> dict[str, Any]:
         started = time.monotonic()
         model = self.find(name)
+        if "embedding" not in model.capabilities:
+            raise InvalidRequest(f'"{model.name.display}" does not support embeddings')
         merged = merge_options(model.parameters, options)
         lease = await self.scheduler.acquire(model, merged, parse_keep_alive(keep_alive))
         try:

@@ -176,7 +176,8 @@ class Scheduler:
         """The runner a request needs: context from options > model params > server default."""
         info = self.info(model)
         num_ctx = int(options.get("num_ctx") or model.parameters.get("num_ctx") or 0)
-        num_ctx = num_ctx or self.context_length
+        if num_ctx <= 0:  # unset or nonsense: the server default
+            num_ctx = self.context_length
         if info.context_length:
             num_ctx = min(num_ctx, info.context_length)
         embedding = "embedding" in model.capabilities
