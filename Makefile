@@ -41,7 +41,14 @@ lab: model
 serve: model
 	$(BIN)/hana serve
 
-bench: model
+BENCH_STAMP := $(VENV)/.hana-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+# Raw llama-cpp-python ceilings vs hana vs llama_cpp.server; writes bench/results.json (~10 min).
+bench: model $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
 lint: install

@@ -1,0 +1,342 @@
+"""hana measured through its HTTP API: `hana serve` as a subprocess, streaming `/api/generate`.
+
+Every request is raw (no template) with temperature 0 and a fixed `num_predict`, and the prompt
+starts with a tag unique to the request so no slot's prompt cache can shorten a prefill. The
+prompt is chosen so the greedy continuation never ends early; `eval_count` is checked anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from report import summary
+
+HANA = Path(sys.executable).parent / "hana"
+_tags = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def tagged(prompt: str) -> str:
+    """The prompt behind a tag no other request of this run has (defeats prompt caching)."""
+    return f"[{next(_tags):04d}] {prompt}"
+
+
+@dataclass
+class Stream:
+    """Client-side timing of one streamed completion."""
+
+    sent: float
+    chunk_times: list[float] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def first(self) -> float:
+        return self.chunk_times[0]
+
+    @property
+    def last(self) -> float:
+        return self.chunk_times[-1]
+
+    @property
+    def ttft(self) -> float:
+        return self.first - self.sent
+
+    @property
+    def tokens(self) -> int:
+        """Generated tokens: the server's count when it gives one, else one per chunk."""
+        return int(self.final.get("eval_count") or len(self.chunk_times))
+
+    @property
+    def client_tps(self) -> float:
+        """Tokens after the first per second between the first and the last chunk."""
+        return (len(self.chunk_times) - 1) / (self.last - self.first)
+
+
+def steady_rate(streams: Sequence[Stream]) -> float:
+    """Tokens per second while every stream was generating: chunks that arrived between the last
+    stream's first chunk and the first stream's last chunk, over that window's length. This
+    leaves out ramp-up (queueing, prefills) and ramp-down, as the raw batched loop does."""
+    start = max(s.first for s in streams)
+    end = min(s.last for s in streams)
+    if end <= start:
+        return float("nan")
+    chunks = sum(1 for s in streams for t in s.chunk_times if start < t <= end)
+    return chunks / (end - start)
+
+
+def wall_rate(streams: Sequence[Stream]) -> float:
+    """All generated tokens over the time from the first request sent to the last chunk."""
+    return sum(s.tokens for s in streams) / (
+        max(s.last for s in streams) - min(s.sent for s in streams)
+    )
+
+
+class HanaServer:
+    """`hana serve` on a free loopback port with its own store, log file and environment."""
+
+    def __init__(self, models_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.models_dir = models_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "HANA_MODELS": str(models_dir),
+            "HANA_HOST": f"127.0.0.1:{self.port}",
+            "HANA_NUM_PARALLEL": "8",
+            "HANA_KEEP_ALIVE": "30m",
+            "HANA_MAX_LOADED_MODELS": "3",
+            "HANA_REGISTER_DEFAULT_MODEL": "0",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def setup(self) -> None:
+        """`hana setup` with this server's store: registers gemma3:270m from its package."""
+        subprocess.run([str(HANA), "setup"], env=self.env, check=True, capture_output=True)
+
+    def create(self, name: str, gguf: Path) -> None:
+        """`hana create` from a Modelfile naming a GGUF (the server must be running)."""
+        modelfile = self.log_path.with_suffix(f".{name.replace(':', '_')}.Modelfile")
+        modelfile.write_text(f"FROM {gguf}\n")
+        subprocess.run(
+            [str(HANA), "create", name, "-f", str(modelfile)],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(HANA), "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"hana serve exited with {self.proc.returncode}; see {self.log_path}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"hana serve did not answer within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM (hana serve terminates its runners), SIGKILL to the group if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def __enter__(self) -> HanaServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HanaBench:
+    """The measurements, all through one server's `/api/generate`."""
+
+    def __init__(self, url: str, prompt: str, n_predict: int) -> None:
+        self.url = url
+        self.prompt = prompt
+        self.n_predict = n_predict
+
+    async def generate(
+        self,
+        client: httpx.AsyncClient,
+        model: str,
+        n_predict: int | None = None,
+        started: asyncio.Event | None = None,
+    ) -> Stream:
+        body = {
+            "model": model,
+            "prompt": tagged(self.prompt),
+            "raw": True,
+            "stream": True,
+            "keep_alive": "30m",
+            "options": {"temperature": 0, "num_predict": n_predict or self.n_predict, "seed": 1},
+        }
+        stream = Stream(sent=time.perf_counter())
+        async with client.stream("POST", self.url + "/api/generate", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                now = time.perf_counter()
+                message = json.loads(line)
+                if "error" in message:
+                    raise RuntimeError(f"hana: {message['error']}")
+                if message.get("response"):
+                    stream.chunk_times.append(now)
+                    stream.text += message["response"]
+                    if started is not None and len(stream.chunk_times) == 1:
+                        started.set()
+                if message.get("done"):
+                    stream.final = message
+        return stream
+
+    def client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        return httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits)
+
+    async def cold_load(self, model: str) -> dict[str, Any]:
+        """The first request of a model on a fresh server: load_duration and wall time."""
+        async with self.client() as client:
+            stream = await self.generate(client, model, n_predict=8)
+        return {
+            "load_duration_s": round(stream.final["load_duration"] / 1e9, 3),
+            "wall_to_first_token_s": round(stream.ttft, 3),
+            "wall_total_s": round(stream.last - stream.sent, 3),
+        }
+
+    async def single(self, model: str, repeats: int) -> dict[str, Any]:
+        """Sequential single-stream runs: the server's and the client's decode rates."""
+        streams = []
+        async with self.client() as client:
+            await self.generate(client, model, n_predict=16)  # warm-up
+            for _ in range(repeats):
+                streams.append(await self.generate(client, model))
+        check_lengths(streams, self.n_predict)
+        return {
+            "eval_rate_tps": summary(
+                [s.final["eval_count"] / (s.final["eval_duration"] / 1e9) for s in streams]
+            ),
+            # eval_duration runs from the first token to the last: eval_count - 1 decode steps
+            "decode_tps": summary(
+                [(s.final["eval_count"] - 1) / (s.final["eval_duration"] / 1e9) for s in streams]
+            ),
+            "client_tps": summary([s.client_tps for s in streams]),
+            "prompt_eval_count": streams[0].final.get("prompt_eval_count"),
+            "text": streams[0].text,
+        }
+
+    async def concurrent(self, model: str, n: int, repeats: int) -> dict[str, Any]:
+        """`n` streams sent at once, `repeats` times: aggregate and per-stream rates."""
+        rounds = []
+        async with self.client() as client:
+            for _ in range(repeats):
+                rounds.append(
+                    await asyncio.gather(*(self.generate(client, model) for _ in range(n)))
+                )
+        for streams in rounds:
+            check_lengths(streams, self.n_predict)
+        per_stream = [
+            (s.final["eval_count"] - 1) / (s.final["eval_duration"] / 1e9)
+            for streams in rounds
+            for s in streams
+        ]
+        return {
+            "aggregate_tps": summary([steady_rate(streams) for streams in rounds]),
+            "wall_tps": summary([wall_rate(streams) for streams in rounds]),
+            "per_stream_tps": round(statistics.median(per_stream), 2),
+            "ttft_p50_s": round(statistics.median(s.ttft for r in rounds for s in r), 3),
+        }
+
+    async def ttft(self, model: str, probes: int, background: int) -> dict[str, Any]:
+        """Time to first token of short requests sent one by one while `background` long
+        streams are decoding (0 = idle server)."""
+        async with self.client() as client:
+            started = [asyncio.Event() for _ in range(background)]
+            tasks = [
+                asyncio.create_task(self.generate(client, model, 4 * self.n_predict, event))
+                for event in started
+            ]
+            try:
+                await asyncio.gather(*(event.wait() for event in started))
+                streams = [await self.generate(client, model, n_predict=2) for _ in range(probes)]
+                still_running = all(not task.done() for task in tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return {
+            "ttft_p50_s": round(statistics.median(s.ttft for s in streams), 4),
+            "ttft_runs_s": [round(s.ttft, 4) for s in streams],
+            "prompt_eval_p50_s": round(
+                statistics.median(s.final["prompt_eval_duration"] / 1e9 for s in streams), 4
+            ),
+            "background_streams": background,
+            "background_kept_decoding": still_running,
+        }
+
+    async def side_by_side(self, models: Sequence[str], repeats: int) -> dict[str, Any]:
+        """One stream on each of `models` at once, `repeats` times: summed steady rate, and the
+        compute threads `/api/ps` shows while all of them are generating."""
+        rounds = []
+        threads: dict[str, int] = {}
+        async with self.client() as client:
+            for model in models:
+                await self.generate(client, model, n_predict=4)  # loaded and warm
+            for _ in range(repeats):
+                started = [asyncio.Event() for _ in models]
+                tasks = [
+                    asyncio.create_task(self.generate(client, model, started=event))
+                    for model, event in zip(models, started, strict=True)
+                ]
+                await asyncio.gather(*(event.wait() for event in started))
+                await asyncio.sleep(0.2)  # thread changes apply between two decode steps
+                threads = await self.threads(client)
+                rounds.append(await asyncio.gather(*tasks))
+        for streams in rounds:
+            check_lengths(streams, self.n_predict)
+        return {
+            "aggregate_tps": summary([steady_rate(streams) for streams in rounds]),
+            "per_model_tps": [
+                round(statistics.median(r[i].client_tps for r in rounds), 2)
+                for i in range(len(models))
+            ],
+            "threads_while_busy": threads,
+        }
+
+    async def threads(self, client: httpx.AsyncClient) -> dict[str, int]:
+        """Compute threads of each loaded runner, from `/api/ps`."""
+        response = await client.get(self.url + "/api/ps")
+        return {m["name"]: m.get("threads") for m in response.json().get("models", [])}
+
+
+def check_lengths(streams: Sequence[Stream], n_predict: int) -> None:
+    """Every measured stream must have produced exactly `n_predict` tokens."""
+    for stream in streams:
+        count = stream.final.get("eval_count")
+        if count != n_predict:
+            raise RuntimeError(
+                f"a stream produced {count} tokens instead of {n_predict} "
+                f"(done_reason {stream.final.get('done_reason')}); pick a longer-running prompt"
+            )
