@@ -30,10 +30,10 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 from traitlets import Bool, Float, Unicode, observe
@@ -241,17 +241,27 @@ class BackgroundLoop:
         return result
 
 
-_background_loop: BackgroundLoop | None = None
-_background_lock = threading.Lock()
+class _Once(Generic[T]):
+    """A process-wide object made on first use, by whichever thread asks first."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self.value: T | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            if self.value is None:
+                self.value = self._make()
+            return self.value
+
+
+_background_loop = _Once(BackgroundLoop)
 
 
 def background_loop() -> BackgroundLoop:
     """The process-wide `BackgroundLoop`, started on first use."""
-    global _background_loop
-    with _background_lock:
-        if _background_loop is None:
-            _background_loop = BackgroundLoop()
-        return _background_loop
+    return _background_loop.get()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,21 +302,21 @@ def probe(url: str, timeout: float) -> bool:
         return False
 
 
-_embedded: EmbeddedServer | None = None
-_embedded_lock = threading.Lock()
+def _start_embedded() -> EmbeddedServer:
+    # Imported here: the server side is heavy and most kernels talk to a running server.
+    from hana_server.serve import EmbeddedServer
+
+    server = EmbeddedServer.start()
+    atexit.register(server.stop)
+    return server
+
+
+_embedded = _Once(_start_embedded)
 
 
 def embedded_server() -> EmbeddedServer:
     """The hana server running inside this process, started on first use and stopped at exit."""
-    global _embedded
-    with _embedded_lock:
-        if _embedded is None:
-            # Imported here: the server side is heavy and most kernels talk to a running server.
-            from hana_server.serve import EmbeddedServer
-
-            _embedded = EmbeddedServer.start()
-            atexit.register(_embedded.stop)
-        return _embedded
+    return _embedded.get()
 
 
 def keep_alive_value(value: str | float | None) -> str | float | None:
@@ -728,8 +738,8 @@ class HanaClient(LoggingConfigurable):
 
     def close(self) -> None:
         """Close the pool of the background loop (pools of other loops go with their loop)."""
-        if _background_loop is not None:
-            _background_loop.run(self.async_close())
+        if _background_loop.value is not None:
+            _background_loop.value.run(self.async_close())
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

@@ -52,16 +52,17 @@ def test_embedded_server_when_nothing_answers(
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("HANA_MODELS", str(tmp_path))
     monkeypatch.setenv("HANA_REGISTER_DEFAULT_MODEL", "0")
-    monkeypatch.setattr(client_module, "_embedded", None)
+    once = client_module._Once(client_module._start_embedded)
+    monkeypatch.setattr(client_module, "_embedded", once)
     client = HanaClient()
     try:
         assert client.models() == []
-        assert client_module._embedded is not None
-        assert client.base_url == normalize_url(client_module._embedded.url)
+        assert once.value is not None
+        assert client.base_url == normalize_url(once.value.url)
     finally:
         client.close()
-        if client_module._embedded is not None:
-            client_module._embedded.stop()
+        if once.value is not None:
+            once.value.stop()
 
 
 def test_stream_then_collect(client: HanaClient) -> None:
