@@ -35,7 +35,14 @@ test: model
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-lab: model
+# The file that enables the server extension. `pip install -e` places it (hatchling's editable
+# wheel carries shared-data); an environment built without it gets it here, as a wheel would put
+# it (`jupyter server extension enable` refuses extensions its config does not list yet).
+HANA_ENABLE := $(VENV)/etc/jupyter/jupyter_server_config.d/hana_server.json
+$(HANA_ENABLE): | $(STAMP)
+	install -D -m 644 server_ext/jupyter-config/jupyter_server_config.d/hana_server.json $@
+
+lab: model $(HANA_ENABLE)
 	$(BIN)/jupyter lab
 
 serve: model

@@ -125,7 +125,14 @@ def bind_shared_port(
 def bind_sockets(port: int, host: str) -> list[socket.socket]:
     from tornado.netutil import bind_sockets as tornado_bind
 
-    return tornado_bind(port, host, family=socket.AF_INET if ":" not in host else socket.AF_INET6)
+    family = socket.AF_INET if ":" not in host else socket.AF_INET6
+    if port:
+        # tornado leaves the socket of a failed bind open (a ResourceWarning): find out first
+        # with a socket that is always closed, then bind for real.
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tornado does
+            probe.bind((host, port))
+    return tornado_bind(port, host, family=family)
 
 
 def url_for(host: str, port: int) -> str:

@@ -138,7 +138,7 @@ def test_stream_arrives_while_generating(
 ) -> None:
     """Chunks reach the client while the runner still generates, and the server counts as busy."""
     url = api_url(http_server_client, jp_base_url, "api/generate")
-    body = {**GENERATE, "options": {"num_predict": 400, "temperature": 0}}
+    body = {**GENERATE, "options": {"num_predict": 128, "temperature": 0}}
 
     async def read() -> tuple[list[dict[str, Any]], bool]:
         lines: list[dict[str, Any]] = []
@@ -156,7 +156,7 @@ def test_stream_arrives_while_generating(
 
     lines, busy_at_first_chunk = run(read())
     assert busy_at_first_chunk, "the first chunk came only after the generation ended"
-    assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 400
+    assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 128
     assert not hana_app.current_activity()
 
 
@@ -236,3 +236,46 @@ def test_stop_extension_leaves_no_runner(
     assert "HANA_URL" not in os.environ and "OLLAMA_HOST" not in os.environ
     with pytest.raises(httpx.ConnectError):
         httpx.get(hana_app.service.url or "", timeout=2)
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize(
+    "hana_config",
+    [{"keep_alive": "1h", "max_loaded_models": 1, "num_parallel": 2, "max_queue": 7}],
+)
+def test_config_traits_reach_the_service(run: Any, jp_fetch: Any, hana_app: HanaApp) -> None:
+    settings = json.loads(run(jp_fetch("hana", "api", "hana", "status")).body)["settings"]
+    assert settings["keep_alive"] == "1h"
+    assert settings["max_loaded_models"] == 1
+    assert settings["num_parallel"] == 2
+    assert settings["max_queue"] == 7
+
+
+@pytest.mark.parametrize("server_config", [{"allow_unauthenticated_access": True}])
+def test_no_anonymous_access_even_when_jupyter_allows_it(
+    run: Any, http_server_client: Any, jp_base_url: str, hana_app: HanaApp
+) -> None:
+    response = run(http_server_client.fetch(f"{jp_base_url}hana/api/tags", raise_error=False))
+    assert response.code == 403
+
+
+def test_cookie_sessions_need_the_xsrf_token(
+    run: Any, http_server_client: Any, jp_base_url: str, jp_serverapp: Any, hana_app: HanaApp
+) -> None:
+    """A browser session (login cookie) must send X-XSRFToken with every POST, as for Jupyter."""
+    token = jp_serverapp.identity_provider.token
+    login = run(http_server_client.fetch(f"{jp_base_url}hana/api/tags?token={token}"))
+    cookies = [c.split(";")[0] for c in login.headers.get_list("Set-Cookie")]
+    assert cookies, "no login cookie"
+    body = json.dumps({"model": "missing"})
+
+    def show(headers: dict[str, str]) -> int:
+        url = f"{jp_base_url}hana/api/show"
+        kwargs = {"method": "POST", "body": body, "headers": headers, "raise_error": False}
+        return run(http_server_client.fetch(url, **kwargs)).code
+
+    assert show({"Cookie": "; ".join(cookies)}) == 403
+    with_xsrf = {"Cookie": "; ".join([*cookies, "_xsrf=hana"]), "X-XSRFToken": "hana"}
+    assert show(with_xsrf) == 404  # past auth: the model does not exist

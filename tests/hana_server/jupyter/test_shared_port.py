@@ -96,3 +96,12 @@ def test_without_shared_port_kernels_get_the_jupyter_route(
     assert os.environ["HANA_URL"] == jp_serverapp.connection_url + "hana"
     assert os.environ["HANA_TOKEN"] == jp_serverapp.identity_provider.token
     assert "OLLAMA_HOST" not in os.environ
+
+
+def test_shared_port_stays_on_loopback_whatever_ollama_host_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OLLAMA_HOST=0.0.0.0 is common for a real Ollama; hana's port has no auth: loopback."""
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:12345")
+    app = HanaApp()
+    assert (app.host, app.port) == ("127.0.0.1", 12345)
