@@ -390,9 +390,10 @@ class Scheduler:
         load_seconds = time.monotonic() - started
         log.info("loaded %s in %.2fs (pid %s)", runner.model.name.display, load_seconds, proc.pid)
         asyncio.get_running_loop().create_task(self._watch(runner, proc))
-        self._arm_expiry(runner)
+        self._pump()  # hand the new runner to its waiters before its keep-alive can start
+        if runner.idle:
+            self._arm_expiry(runner)
         self._changed()
-        self._pump()
 
     def _load_failed(self, runner: Runner, error: Exception) -> None:
         message = error.message if isinstance(error, HanaError) else str(error)

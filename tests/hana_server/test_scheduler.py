@@ -174,16 +174,20 @@ def test_keep_alive_expiry_unloads_and_terminates_the_runner(
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
 
 
-def test_keep_alive_zero_on_a_request_unloads_after_it(server: HanaServerProcess) -> None:
+def test_keep_alive_zero_on_a_cold_request_answers_then_unloads(
+    start_server: Callable[..., HanaServerProcess],
+) -> None:
+    server = start_server()  # nothing loaded: the request loads the model itself
     body = {
-        "model": "tiny2",
+        "model": "tiny",
         "prompt": "x",
         "stream": False,
         "keep_alive": 0,
         "options": {"num_predict": 2},
     }
     assert server.http.post("/api/generate", json=body).json()["eval_count"] == 2
-    wait_for(lambda: "tiny2" not in names(server))
+    wait_for(lambda: server.ps() == [])
+    wait_for(lambda: server.runner_pids() == [])
 
 
 def test_killed_runner_fails_the_stream_and_the_next_request_reloads(
