@@ -49,7 +49,9 @@ def test_one_model_streams_into_one_handle(shell: InteractiveShell) -> None:
 
 def test_models_and_prompts_run_in_parallel(shell: InteractiveShell) -> None:
     cell = "Tell me about cats.\n---\nTell me about dogs.\n"
-    shell.run_cell_magic("hana", f"{MODEL_A} {MODEL_B} -n 64 -t 0 -o answers", cell)
+    for model in (MODEL_A, MODEL_B):  # loaded first, so a load cannot hide the overlap
+        shell.run_line_magic("hana", f"warmup {model}")
+    shell.run_cell_magic("hana", f"{MODEL_A} {MODEL_B} -n 256 -t 0 -o answers", cell)
     outputs = list(_outputs(shell).values())
     labels = [o[0]["data"]["text/plain"].splitlines()[0] for o in outputs]
     assert labels == [
@@ -62,10 +64,10 @@ def test_models_and_prompts_run_in_parallel(shell: InteractiveShell) -> None:
     assert isinstance(answers, list) and len(answers) == 4
     for output, answer in zip(outputs, answers, strict=True):
         final = output[-1]["data"]["text/plain"]
-        assert answer and answer in final and "64 tokens" in final
+        assert answer and answer in final and "256 tokens" in final
     # Every stream had its first chunk before any stream finished: they ran at the same time.
     streams = shell.magics_manager.registry["HanaMagics"].last_streams
-    assert [s.completion.eval_count for s in streams] == [64] * 4
+    assert [s.completion.eval_count for s in streams] == [256] * 4
     assert max(s.first_chunk for s in streams) < min(s.finished for s in streams)
 
 
