@@ -60,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not secret:
         log.error("%s is not set; refusing to serve without a secret", SECRET_ENV)
         sys.exit(2)
+    # Before llama_cpp (and with it libgomp) is loaded. OpenMP workers otherwise spin after every
+    # decode; on 2 shared cores they then steal the CPU that this runner's HTTP thread, the server
+    # and other runners need (measured here: 2 threads fell from ~11 to 2-9 tok/s under load; with
+    # PASSIVE they keep ~11). Costs a few percent on an idle machine; set OMP_WAIT_POLICY to choose.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     install_parent_watchdog(settings.parent_pid)
     sockets = bind_sockets(0, "127.0.0.1")
     port = sockets[0].getsockname()[1]

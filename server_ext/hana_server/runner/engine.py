@@ -105,6 +105,10 @@ class EngineThread:
         raise NotImplementedError
 
 
+def _seq_id_of(completion: Completion) -> int:
+    return completion.slot.seq_id if completion.slot is not None else -1
+
+
 def _deliver(messages: list[tuple[Sink, dict[str, Any]]]) -> None:
     for sink, message in messages:
         sink(message)
@@ -175,7 +179,10 @@ class CompletionEngine(EngineThread):
 
     def _drop_cancelled(self) -> None:
         if any(completion.cancelled for completion in self._waiting):
-            self._waiting = deque(c for c in self._waiting if not c.cancelled)
+            for completion in self._waiting:
+                if completion.cancelled:
+                    self._release(completion)  # frees its sampler chain; it had no slot yet
+            self._waiting = deque(c for c in self._waiting if not c.finished)
         if any(completion.cancelled for completion in self._active):
             for completion in self._active:
                 if completion.cancelled:
@@ -197,6 +204,7 @@ class CompletionEngine(EngineThread):
             tail = completion.prompt[max(0, len(completion.prompt) - completion.penalty_window) :]
             completion.sampler.prime_penalties(tail)
             self._active.append(completion)
+            self._active.sort(key=_seq_id_of)
 
     def _reusable_prefix(self, slot: Slot, shared: int, prompt_length: int) -> int:
         """Trim the slot's KV to the part the new prompt can reuse, and return its length.
@@ -221,12 +229,12 @@ class CompletionEngine(EngineThread):
         batch = self._batch
         batch.clear()
         active = self._active
-        start = self._round_robin % len(active)
-        self._round_robin += 1
-        order = active[start:] + active[:start] if start else active
         to_sample: list[tuple[Completion, int]] = []
 
-        for completion in order:
+        # Decode rows in a fixed order (by sequence id, as `_active` is kept): a batch whose shape
+        # matches the previous step lets llama.cpp reuse its compute graph. Rotating this order
+        # each step measured 2x slower decodes for gemma3 at 4 streams.
+        for completion in active:
             token = completion.next_token
             if token != NO_TOKEN:
                 slot = completion.slot
@@ -236,6 +244,11 @@ class CompletionEngine(EngineThread):
                 completion.next_token = NO_TOKEN
                 to_sample.append((completion, row))
 
+        # Prompt chunks share what is left of the budget, starting with a different sequence each
+        # step so that one long prompt cannot starve the others.
+        start = self._round_robin % len(active)
+        self._round_robin += 1
+        order = active[start:] + active[:start] if start else active
         for completion in order:
             budget = batch.free
             if budget <= 0:
