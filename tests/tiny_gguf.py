@@ -1,8 +1,8 @@
-"""Tiny GGUF models for tests: a 2-layer llama with a byte-level vocabulary, written in milliseconds.
+"""Tiny GGUF models for tests: a 2-layer llama with a byte-level vocabulary, written in ms.
 
-The weights are random but seeded, so a model file is the same on every run. The output rows of the
-special tokens are zeroed, which makes greedy decoding never pick EOS: `num_predict` alone sets the
-length of an answer, so tests can ask for exactly N tokens.
+The weights are random but seeded, so a model file is the same on every run. The output rows
+of the special tokens are zeroed, which makes greedy decoding never pick EOS: `num_predict`
+alone sets the length of an answer, so tests can ask for exactly N tokens.
 """
 
 from __future__ import annotations
