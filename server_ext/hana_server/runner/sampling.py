@@ -1,12 +1,14 @@
 """Per-request sampling: Ollama's options checked, then one native sampler chain per sequence.
 
-Chain order: penalties -> grammar -> top_k -> typical -> top_p -> min_p -> temp -> dist(seed), or
-penalties -> grammar -> greedy when temperature <= 0. Samplers that would not change anything are
-left out, because every sampler in the chain walks the whole vocabulary on every token.
+Chain order: penalties -> top_k -> typical -> top_p -> min_p -> temp -> dist(seed), or penalties ->
+greedy when temperature <= 0; a grammar (format) is checked next to the chain (see SamplerChain),
+with the same result as putting it right after the penalties. Samplers that would not change
+anything are left out, because every sampler in the chain walks the whole vocabulary on every token.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -14,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from hana_server.errors import InvalidRequest
@@ -111,12 +114,29 @@ def grammar_from_request(body: Mapping[str, Any]) -> str | None:
 
 
 class SamplerChain:
-    """One sequence's native sampler chain, used by the engine thread only; freed once."""
+    """One sequence's native sampler chain and grammar; used by the engine thread only, freed once.
 
-    def __init__(self, chain: llama_cpp.llama_sampler_p, penalties: Any | None) -> None:
+    Without a grammar, `sample_at` is one native call. With a grammar, the grammar is not part of
+    the chain: the token is sampled from the unconstrained distribution and then checked against
+    the grammar, and only if it is rejected is the grammar applied to the whole vocabulary and the
+    token sampled again (llama.cpp's common_sampler does the same). This is exactly sampling from
+    the masked distribution, but it saves a full-vocabulary grammar pass on most tokens: on
+    gemma3's 262k vocabulary that pass costs more than the model's forward pass.
+    """
+
+    def __init__(
+        self, chain: Any, penalties: Any | None, grammar: Any | None, n_vocab: int
+    ) -> None:
         self._chain = chain
         self._penalties = penalties  # owned by the chain; kept to feed it the prompt's tail
-        self.sample_at = _bind_sample(chain)
+        self._grammar = grammar  # owned by this object, not by the chain
+        self._n_vocab = n_vocab
+        self._candidates: _Candidates | None = None
+        if grammar is not None:
+            self.sample_at: Any = self._sample_constrained
+        else:
+            sample = llama_cpp.llama_sampler_sample
+            self.sample_at = lambda ctx, row: sample(chain, ctx, row)
 
     def prime_penalties(self, prompt_tail: Sequence[int]) -> None:
         """Let repetition penalties see the end of the prompt, as llama-server does."""
@@ -126,20 +146,70 @@ class SamplerChain:
         for token in prompt_tail:
             accept(self._penalties, token)
 
+    def _sample_constrained(self, ctx: Any, row: int) -> int:
+        if self._candidates is None:
+            self._candidates = _Candidates(self._n_vocab)
+        candidates = self._candidates
+        logits = llama_cpp.llama_get_logits_ith(ctx, row)
+        apply = llama_cpp.llama_sampler_apply
+        candidates.fill(logits)
+        apply(self._chain, candidates.pointer)
+        token = candidates.selected()
+        if not candidates.allowed_by(self._grammar, token):
+            candidates.fill(logits)
+            apply(self._grammar, candidates.pointer)
+            apply(self._chain, candidates.pointer)
+            token = candidates.selected()
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+        llama_cpp.llama_sampler_accept(self._chain, token)
+        return token
+
     def close(self) -> None:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
             self._penalties = None
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
+        self._candidates = None
 
 
-def _bind_sample(chain: Any) -> Any:
-    sample = llama_cpp.llama_sampler_sample
+class _Candidates:
+    """The whole vocabulary as a llama_token_data_array, refilled from a row's logits through a
+    numpy view (llama_cpp's own struct defines the layout), plus a one-token array for checks."""
 
-    def sample_at(ctx: Any, row: int) -> int:
-        return sample(chain, ctx, row)
+    def __init__(self, n_vocab: int) -> None:
+        self._n_vocab = n_vocab
+        self._data = (llama_cpp.llama_token_data * n_vocab)()
+        self._view = np.frombuffer(self._data, dtype=np.dtype(llama_cpp.llama_token_data))
+        self._ids = np.arange(n_vocab, dtype=self._view.dtype["id"])
+        self._array = llama_cpp.llama_token_data_array()
+        self.pointer = ctypes.pointer(self._array)
+        self._one_data = (llama_cpp.llama_token_data * 1)()
+        self._one = llama_cpp.llama_token_data_array()
+        self._one_pointer = ctypes.pointer(self._one)
 
-    return sample_at
+    def fill(self, logits: Any) -> None:
+        self._view["id"] = self._ids
+        self._view["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        self._view["p"] = 0.0
+        # Samplers may shrink, sort or re-point the array: reset all of it every time.
+        self._array.data = ctypes.cast(self._data, ctypes.POINTER(llama_cpp.llama_token_data))
+        self._array.size = self._n_vocab
+        self._array.selected = -1
+        self._array.sorted = False
+
+    def selected(self) -> int:
+        return int(self._array.data[self._array.selected].id)
+
+    def allowed_by(self, grammar: Any, token: int) -> bool:
+        entry = self._one_data[0]
+        entry.id, entry.logit, entry.p = token, 1.0, 0.0
+        self._one.data = ctypes.cast(self._one_data, ctypes.POINTER(llama_cpp.llama_token_data))
+        self._one.size, self._one.selected, self._one.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(grammar, self._one_pointer)
+        return math.isfinite(self._one_data[0].logit)
 
 
 # Some llama.cpp releases take n_vocab as the first argument of the penalties sampler, some do not.
@@ -172,11 +242,9 @@ def build_sampler_chain(
             penalty_args = (n_vocab, *penalty_args)
         penalties = llama_cpp.llama_sampler_init_penalties(*penalty_args)
         add(chain, penalties)
-    if grammar_sampler is not None:
-        add(chain, grammar_sampler)
     if options.temperature <= 0.0:
         add(chain, llama_cpp.llama_sampler_init_greedy())
-        return SamplerChain(chain, penalties)
+        return SamplerChain(chain, penalties, grammar_sampler, n_vocab)
     if 0 < options.top_k < n_vocab:
         add(chain, llama_cpp.llama_sampler_init_top_k(options.top_k))
     if 0.0 < options.typical_p < 1.0:
@@ -188,4 +256,4 @@ def build_sampler_chain(
     add(chain, llama_cpp.llama_sampler_init_temp(options.temperature))
     seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed & 0xFFFFFFFF
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return SamplerChain(chain, penalties)
+    return SamplerChain(chain, penalties, grammar_sampler, n_vocab)
