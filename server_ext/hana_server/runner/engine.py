@@ -44,7 +44,10 @@ class EngineThread:
         self._wake = threading.Event()
         self._stopping = False
         self._threads_wanted: int | None = None
-        self._outbox: list[tuple[Sink, dict[str, Any]]] = []
+        self._outbox: list[tuple[Sink, dict[str, Any]]] = []  # this step's messages
+        self._handoff: list[tuple[Sink, dict[str, Any]]] = []  # waiting for the event loop
+        self._handoff_lock = threading.Lock()
+        self._handoff_scheduled = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> None:
@@ -78,12 +81,27 @@ class EngineThread:
         self._outbox.append((sink, message))
 
     def _flush_outbox(self) -> None:
+        """Hand this step's messages to the event loop. While an earlier hand-off still waits to
+        run, the messages join it: a busy loop is woken once, not once per step."""
         if not self._outbox:
             return
-        messages, self._outbox = self._outbox, []
-        # A closed loop means the runner is exiting and nobody is listening any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_deliver, messages)
+        with self._handoff_lock:
+            self._handoff.extend(self._outbox)
+            wake_loop = not self._handoff_scheduled
+            self._handoff_scheduled = True
+        self._outbox.clear()
+        if wake_loop:
+            # A closed loop means the runner is exiting and nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the event loop: pass every handed-off message to its request's sink."""
+        with self._handoff_lock:
+            messages, self._handoff = self._handoff, []
+            self._handoff_scheduled = False
+        for sink, message in messages:
+            sink(message)
 
     def _idle_wait(self) -> None:
         self._wake.wait()
@@ -107,11 +125,6 @@ class EngineThread:
 
 def _seq_id_of(completion: Completion) -> int:
     return completion.slot.seq_id if completion.slot is not None else -1
-
-
-def _deliver(messages: list[tuple[Sink, dict[str, Any]]]) -> None:
-    for sink, message in messages:
-        sink(message)
 
 
 class CompletionEngine(EngineThread):
