@@ -43,7 +43,8 @@ async def serve(settings: RunnerSettings, sockets: list, secret: str) -> int:
     runner = Runner(settings, loop)
     server = HTTPServer(make_app(runner, secret))
     server.add_sockets(sockets)
-    # A runner that cannot load its model has nothing to serve: exit, its last log line says why.
+    # A runner that cannot load its model, or whose engine died, has nothing to serve: exit; its
+    # last log line says why.
     runner.start(on_failure=lambda _message: stop(1))
     code = await stopped
     server.stop()

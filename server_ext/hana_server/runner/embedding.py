@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
@@ -38,8 +39,9 @@ class EmbeddingEngine(EngineThread):
         *,
         parallel: int,
         threads: int,
+        on_crash: Callable[[str], None],
     ) -> None:
-        super().__init__(ctx, loop, threads, name="hana-embedding")
+        super().__init__(ctx, loop, threads, "hana-embedding", on_crash)
         self.model = model
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._batch = TokenBatch(int(llama_cpp.llama_n_batch(ctx)))

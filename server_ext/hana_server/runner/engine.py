@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
@@ -36,8 +37,16 @@ class EngineThread:
     """A thread that alone touches one llama context. Commands arrive through an inbox; messages
     for HTTP handlers leave through an outbox flushed to the event loop once per step."""
 
-    def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop, threads: int, name: str) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        loop: asyncio.AbstractEventLoop,
+        threads: int,
+        name: str,
+        on_crash: Callable[[str], None],
+    ) -> None:
         self.ctx = ctx
+        self._on_crash = on_crash
         self.threads = threads
         self._loop = loop
         self._inbox: deque[Any] = deque()
@@ -110,11 +119,13 @@ class EngineThread:
     def _main(self) -> None:
         try:
             self._run()
-        except BaseException:
+        except BaseException as error:
             log.exception("engine thread failed")
             self._fail_all("runner engine failed; see the runner log")
             self._flush_outbox()
-            raise
+            # Without its engine the runner can only hang requests: let it exit, the server sees
+            # a crashed runner and loads the model again for the next request.
+            self._on_crash(f"engine thread failed: {error!r}")
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -140,8 +151,9 @@ class CompletionEngine(EngineThread):
         parallel: int,
         threads: int,
         swa_full: bool,
+        on_crash: Callable[[str], None],
     ) -> None:
-        super().__init__(ctx, loop, threads, name="hana-engine")
+        super().__init__(ctx, loop, threads, "hana-engine", on_crash)
         self.model = model
         self.n_ctx_seq = n_ctx_seq
         self.max_tokens = UNLIMITED_PREDICT_FACTOR * n_ctx_seq

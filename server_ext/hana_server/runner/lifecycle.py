@@ -39,7 +39,8 @@ class Runner:
         self._on_failure: Callable[[str], None] = lambda _message: None
 
     def start(self, on_failure: Callable[[str], None]) -> None:
-        """Begin loading; `on_failure(message)` runs on the event loop if loading fails."""
+        """Begin loading; `on_failure(message)` runs on the event loop if loading fails or the
+        engine dies later."""
         self._on_failure = on_failure
         self._loader.start()
 
@@ -60,6 +61,7 @@ class Runner:
                     llama_log=self._llama_log,
                     on_progress=self._weights_progress,
                     should_abort=lambda: self._abort,
+                    on_engine_crash=self._fail,
                 )
             except LoadAborted:
                 return
@@ -80,11 +82,15 @@ class Runner:
             message = f"error loading model {self.settings.model}: {error}"
             if detail:
                 message = f"{message} ({detail})"
-            self.error = message
-            self.status = "error"
-            log.error("%s", message)
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the runner is exiting
-                self._loop.call_soon_threadsafe(self._on_failure, message)
+            self._fail(message)
+
+    def _fail(self, message: str) -> None:
+        """Loading failed or the engine died: report it and let the runner exit (any thread)."""
+        self.error = message
+        self.status = "error"
+        log.error("%s", message)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the runner is exiting
+            self._loop.call_soon_threadsafe(self._on_failure, message)
 
     def _weights_progress(self, value: float) -> None:
         self.progress = max(self.progress, min(1.0, value) * _WEIGHTS_SHARE)

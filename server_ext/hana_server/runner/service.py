@@ -57,6 +57,7 @@ class ModelService:
         llama_log: LlamaLog,
         on_progress: Callable[[float], None],
         should_abort: Callable[[], bool],
+        on_engine_crash: Callable[[str], None],
     ) -> ModelService:
         model = LoadedModel.load(settings.model, on_progress=on_progress, should_abort=should_abort)
         ctx = model.new_context(settings)
@@ -65,7 +66,12 @@ class ModelService:
             engine: CompletionEngine | EmbeddingEngine
             if settings.embedding:
                 engine = EmbeddingEngine(
-                    model, ctx, loop, parallel=settings.parallel, threads=settings.threads
+                    model,
+                    ctx,
+                    loop,
+                    parallel=settings.parallel,
+                    threads=settings.threads,
+                    on_crash=on_engine_crash,
                 )
             else:
                 engine = CompletionEngine(
@@ -76,6 +82,7 @@ class ModelService:
                     parallel=settings.parallel,
                     threads=settings.threads,
                     swa_full=settings.swa_full,
+                    on_crash=on_engine_crash,
                 )
         except BaseException:
             free_context(ctx)
