@@ -64,17 +64,13 @@ class EmbeddingEngine(EngineThread):
     def submit(self, job: EmbeddingJob) -> None:
         self._submit(job)
 
-    def _run(self) -> None:
-        while not self._stopping:
-            while self._inbox:
-                job: EmbeddingJob = self._inbox.popleft()
-                self._pending.extend((job, index) for index in range(len(job.inputs)))
-            self._apply_threads()
-            if self._pending:
-                self._embed_some()
-            self._flush_outbox()
-            if not self._pending and not self._inbox:
-                self._idle_wait()
+    def _accept(self, command: EmbeddingJob) -> None:
+        self._pending.extend((command, index) for index in range(len(command.inputs)))
+
+    def _work(self) -> bool:
+        if self._pending:
+            self._embed_some()
+        return bool(self._pending)
 
     def _embed_some(self) -> None:
         batch = self._batch

@@ -128,6 +128,21 @@ class EngineThread:
             self._on_crash(f"engine thread failed: {error!r}")
 
     def _run(self) -> None:
+        while not self._stopping:
+            while self._inbox:
+                self._accept(self._inbox.popleft())
+            self._apply_threads()
+            more_work = self._work()
+            self._flush_outbox()
+            if not more_work and not self._inbox:
+                self._idle_wait()
+
+    def _accept(self, command: Any) -> None:
+        """Take one submitted command into the engine's own queues."""
+        raise NotImplementedError
+
+    def _work(self) -> bool:
+        """Do one step of work; True while there is more to do without new commands."""
         raise NotImplementedError
 
     def _fail_all(self, message: str) -> None:
@@ -189,18 +204,15 @@ class CompletionEngine(EngineThread):
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stopping:
-            while self._inbox:
-                self._waiting.append(self._inbox.popleft())
-            self._apply_threads()
-            self._drop_cancelled()
-            self._admit()
-            if self._active:
-                self._step()
-            self._flush_outbox()
-            if not self._active and not self._inbox:
-                self._idle_wait()
+    def _accept(self, command: Completion) -> None:
+        self._waiting.append(command)
+
+    def _work(self) -> bool:
+        self._drop_cancelled()
+        self._admit()
+        if self._active:
+            self._step()
+        return bool(self._active)
 
     def _drop_cancelled(self) -> None:
         if any(completion.cancelled for completion in self._waiting):

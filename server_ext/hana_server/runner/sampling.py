@@ -21,16 +21,22 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from hana_server.errors import InvalidRequest
 
-_INT_OPTIONS = ("num_predict", "top_k", "repeat_last_n", "seed", "num_keep")
-_FLOAT_OPTIONS = (
-    "temperature",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-)
+# Ollama's names for the types in its error messages.
+_NUMBER_OPTIONS = {
+    **dict.fromkeys(("num_predict", "top_k", "repeat_last_n", "seed", "num_keep"), "integer"),
+    **dict.fromkeys(
+        (
+            "temperature",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ),
+        "float32",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class SamplingOptions:
         if not isinstance(options, Mapping):
             raise InvalidRequest("options must be an object")
         values: dict[str, Any] = {}
-        for name in _INT_OPTIONS:
+        for name, kind in _NUMBER_OPTIONS.items():
             value = options.get(name)
             if value is None:
                 continue
@@ -68,19 +74,8 @@ class SamplingOptions:
                 or not isinstance(value, int | float)
                 or not math.isfinite(value)
             ):
-                raise InvalidRequest(f'option "{name}" must be of type integer')
-            values[name] = int(value)
-        for name in _FLOAT_OPTIONS:
-            value = options.get(name)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                raise InvalidRequest(f'option "{name}" must be of type float32')
-            values[name] = float(value)
+                raise InvalidRequest(f'option "{name}" must be of type {kind}')
+            values[name] = int(value) if kind == "integer" else float(value)
         stop = options.get("stop")
         if stop is not None:
             if isinstance(stop, str):

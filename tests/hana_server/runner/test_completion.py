@@ -247,3 +247,17 @@ async def test_requests_need_the_secret(start_runner: StartRunner, tiny_gguf_pat
                 assert response.status_code == 403
                 assert "error" in response.json()
     assert (await runner.client.health())["status"] == "ok"
+
+
+async def test_more_requests_than_slots_wait_their_turn(
+    start_runner: StartRunner, tiny_gguf_path: Path
+) -> None:
+    runner = await start_runner(tiny_gguf_path, parallel=2, ctx_size=256)
+    expected = [
+        await complete(runner.client, f"queued {n}", **GREEDY, num_predict=9 + n) for n in range(5)
+    ]
+    results = await asyncio.gather(
+        *(complete(runner.client, f"queued {n}", **GREEDY, num_predict=9 + n) for n in range(5))
+    )
+    assert [final["eval_count"] for _, final in results] == [9, 10, 11, 12, 13]
+    assert [text for text, _ in results] == [text for text, _ in expected]
