@@ -252,6 +252,7 @@ def measure(
     n_predict: int,
     batch_sizes: Sequence[int],
     repeats: int,
+    batch_repeats: int,
     ctx_per_seq: int,
 ) -> dict[str, Any]:
     """R1 (single sequence, decode and prefill) and R2 (aggregate at each batch size)."""
@@ -268,13 +269,15 @@ def measure(
             engine.prefill_rate(long_tokens)
             prefill = [engine.prefill_rate(long_tokens) for _ in range(max(3, repeats - 2))]
             batched: dict[str, Any] = {}
+            r1 = statistics.median(r.decode_tps for r in single)
+            print(f"    R1 1 seq: {r1:.1f} tok/s", file=sys.stderr, flush=True)
             for n_seq in batch_sizes:
-                runs = [engine.generate(tokens, n_seq, n_predict) for _ in range(repeats)]
+                runs = [engine.generate(tokens, n_seq, n_predict) for _ in range(batch_repeats)]
+                rate = statistics.median(r.decode_tps for r in runs)
+                print(f"    R2 {n_seq} seq: {rate:.1f} tok/s", file=sys.stderr, flush=True)
                 batched[str(n_seq)] = {
                     "aggregate_tps": summary([r.decode_tps for r in runs]),
-                    "per_stream_tps": round(
-                        statistics.median(r.decode_tps for r in runs) / n_seq, 2
-                    ),
+                    "per_stream_tps": round(rate / n_seq, 2),
                     "step_ms": round(
                         statistics.median(r.decode_seconds / r.decode_steps for r in runs) * 1e3, 2
                     ),

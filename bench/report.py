@@ -32,6 +32,7 @@ INTERESTING_FLAGS = (
     "ht",
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+NOISE_LIMIT = 0.3  # cores used by other processes above which a section's numbers are noisy
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
@@ -282,6 +283,10 @@ def table(results: dict[str, Any]) -> str:
             f"R2 {n} seq",
             cmp.get(f"hana_at_{n}_vs_r2_at_{n}"),
         )
+    add(
+        "hana 4 streams (tok/s wall, incl. prefill)",
+        _get(hana, "concurrent", "4", "wall_tps", "median"),
+    )
     add("hana TTFT p50 idle (s)", _get(hana, "ttft_idle", "ttft_p50_s"), digits=3)
     add("hana TTFT p50, 3 streams decoding (s)", _get(hana, "ttft_loaded", "ttft_p50_s"), digits=3)
     add("llama_cpp.server 1 stream (tok/s)", _get(ref, "single_client_tps", "median"))
@@ -311,7 +316,28 @@ def table(results: dict[str, Any]) -> str:
         )
         if i == 0:
             lines.append("-" * len(lines[0]))
+    noisy = any(s["foreign_cores"] > NOISE_LIMIT for s in results.get("noise", {}).values())
+    if noisy:
+        lines.append("(the box was busy with other processes: the verdicts below are unreliable)")
     for key, check in cmp.get("targets", {}).items():
         verdict = "met" if check["met"] else "NOT met"
         lines.append(f"target {key} {check['target']}: {verdict} ({_fmt(cmp.get(key), 2)})")
+    same = cmp.get("same_greedy_text")
+    if same is not None:
+        lines.append(
+            f"same greedy text from raw, hana and llama_cpp.server: {'yes' if same else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def noise_report(sections: dict[str, dict[str, float]], limit: float = NOISE_LIMIT) -> str:
+    """One line per section that ran while other processes used more than `limit` cores."""
+    noisy = {name: s for name, s in sections.items() if s["foreign_cores"] > limit}
+    if not noisy:
+        return f"\nother processes stayed under {limit} cores throughout: numbers are clean"
+    lines = [f"\nnoisy: other processes used more than {limit} cores (of the 2) during"]
+    lines += [
+        f"  {name}: {s['foreign_cores']:.2f} cores over {s['seconds']:.0f}s"
+        for name, s in noisy.items()
+    ]
     return "\n".join(lines)

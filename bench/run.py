@@ -28,7 +28,7 @@ from typing import Any
 from api import HanaBench, HanaServer
 from reference_server import ReferenceServer
 from reference_server import measure as measure_reference
-from report import CpuWatch, comparisons, cpu_facts, table, versions
+from report import CpuWatch, comparisons, cpu_facts, noise_report, table, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".make"
@@ -107,13 +107,14 @@ def run_raw(gguf: Path, threads: int) -> dict[str, Any]:
         "n_predict": N_PREDICT,
         "batch_sizes": list(CONCURRENCY),
         "repeats": REPEATS,
+        "batch_repeats": ROUND_REPEATS,
         "ctx_per_seq": CTX_PER_SEQ,
     }
     script = Path(__file__).resolve().parent / "raw.py"
     done = subprocess.run(
         [sys.executable, str(script), json.dumps(settings)],
         check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,  # progress lines go to stderr, straight to the terminal
         text=True,
     )
     return json.loads(done.stdout)
@@ -208,14 +209,19 @@ def main() -> None:
     results["two_models"] = {"budget_on": budget_on, "budget_off": budget_off}
     results["llama_cpp_server"] = run_reference(watch, gguf, threads)
     results["comparisons"] = comparisons(results)
+    texts = {
+        "raw": results["raw"]["r1"]["text"],
+        "hana": results["hana"]["single"]["text"],
+        "llama_cpp_server": results["llama_cpp_server"]["text"],
+    }
+    # Greedy decoding of the same tokens: all three must say the same (a like-for-like check).
+    results["comparisons"]["same_greedy_text"] = len({t.strip()[:200] for t in texts.values()}) == 1
     results["noise"] = watch.sections
     results["total_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(table(results))
-    noisy = [name for name, s in watch.sections.items() if s["foreign_cores"] > 0.3]
-    if noisy:
-        print(f"\nother processes used > 0.3 cores during: {', '.join(noisy)} (numbers are noisy)")
+    print(noise_report(watch.sections))
     print(f"\nwrote {RESULTS.relative_to(ROOT)} in {results['total_seconds']:.0f}s")
 
 
