@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from report import summary
+from report import repetitions, summary
 
 HANA = Path(sys.executable).parent / "hana"
 _tags = itertools.count(1)
@@ -231,7 +231,7 @@ class HanaBench:
         streams = []
         async with self.client() as client:
             await self.generate(client, model, n_predict=16)  # warm-up
-            for _ in range(repeats):
+            for _ in repetitions(repeats):
                 streams.append(await self.generate(client, model))
         check_lengths(streams, self.n_predict)
         return {
@@ -251,7 +251,7 @@ class HanaBench:
         """`n` streams sent at once, `repeats` times: aggregate and per-stream rates."""
         rounds = []
         async with self.client() as client:
-            for _ in range(repeats):
+            for _ in repetitions(repeats):
                 rounds.append(
                     await asyncio.gather(*(self.generate(client, model) for _ in range(n)))
                 )
@@ -304,7 +304,7 @@ class HanaBench:
         async with self.client() as client:
             for model in models:
                 await self.generate(client, model, n_predict=4)  # loaded and warm
-            for _ in range(repeats):
+            for _ in repetitions(repeats):
                 started = [asyncio.Event() for _ in models]
                 tasks = [
                     asyncio.create_task(self.generate(client, model, started=event))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-from report import summary
+from report import repetitions, summary
 
 BATCH_SIZE = 512
 
@@ -265,14 +265,16 @@ def measure(
         )
         try:
             engine.generate(tokens, 1, 16)  # warm-up: page cache, repacked weights, buffers
-            single = [engine.generate(tokens, 1, n_predict) for _ in range(repeats)]
+            single = [engine.generate(tokens, 1, n_predict) for _ in repetitions(repeats)]
             engine.prefill_rate(long_tokens)
             prefill = [engine.prefill_rate(long_tokens) for _ in range(max(3, repeats - 2))]
             batched: dict[str, Any] = {}
             r1 = statistics.median(r.decode_tps for r in single)
             print(f"    R1 1 seq: {r1:.1f} tok/s", file=sys.stderr, flush=True)
             for n_seq in batch_sizes:
-                runs = [engine.generate(tokens, n_seq, n_predict) for _ in range(batch_repeats)]
+                runs = [
+                    engine.generate(tokens, n_seq, n_predict) for _ in repetitions(batch_repeats)
+                ]
                 rate = statistics.median(r.decode_tps for r in runs)
                 print(f"    R2 {n_seq} seq: {rate:.1f} tok/s", file=sys.stderr, flush=True)
                 batched[str(n_seq)] = {

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 from api import Stream, free_port, tagged, wall_rate
-from report import summary
+from report import repetitions, summary
 
 
 class ReferenceServer:
@@ -118,9 +118,9 @@ async def measure(
     """Single-stream decode rate and the aggregate rate of `concurrency` streams sent at once."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0)) as client:
         await server.completion(client, prompt, 16)  # warm-up
-        single = [await server.completion(client, prompt, n_predict) for _ in range(repeats)]
+        single = [await server.completion(client, prompt, n_predict) for _ in repetitions(repeats)]
         rounds = []
-        for _ in range(repeats):
+        for _ in repetitions(repeats):
             jobs = (server.completion(client, prompt, n_predict) for _ in range(concurrency))
             rounds.append(await asyncio.gather(*jobs))
     finished = {s.final.get("finish_reason") for r in [single, *rounds] for s in r}

@@ -35,6 +35,19 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NOISE_LIMIT = 0.3  # cores used by other processes above which a section's numbers are noisy
 
 
+BUDGET_SECONDS = 40.0  # per repeated measurement: a busy box runs fewer repetitions, not forever
+
+
+def repetitions(times: int, budget: float = BUDGET_SECONDS, minimum: int = 2) -> Iterator[int]:
+    """Indices of the repetitions to run: `times` of them, but none after `budget` seconds once
+    `minimum` are done (on a quiet box every repetition fits the budget)."""
+    started = time.monotonic()
+    for index in range(times):
+        if index >= minimum and time.monotonic() - started > budget:
+            return
+        yield index
+
+
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """Median, min, max and the raw values, rounded for the report."""
     values = [v for v in values if v == v]  # drop NaN
@@ -161,7 +174,7 @@ class CpuWatch:
         return time.monotonic() - started
 
     @contextmanager
-    def section(self, name: str, *, patience: float = 20.0) -> Iterator[None]:
+    def section(self, name: str, *, patience: float = 10.0) -> Iterator[None]:
         waited = self.wait_quiet(patience=patience)
         print(f"  {name} ...", flush=True)
         busy0, _ = _busy_ticks()
