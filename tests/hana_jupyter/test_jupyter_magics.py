@@ -28,7 +28,7 @@ def _outputs(ip: InteractiveShell) -> dict[str, list[dict[str, Any]]]:
 
 def test_one_model_streams_into_one_handle(shell: InteractiveShell) -> None:
     shell.run_line_magic("config", "HanaMagics.throttle = 0.01")
-    shell.run_cell_magic("hana", f"{MODEL_A} --num-predict 120 --temperature 0", "Hello there")
+    shell.run_cell_magic("hana", f"{MODEL_A} --num-predict 600 --temperature 0", "Hello there")
     (outputs,) = _outputs(shell).values()
     first, updates = outputs[0], outputs[1:]
     assert not first["update"] and first["data"]["text/plain"] == f"loading {MODEL_A}…"
@@ -36,7 +36,7 @@ def test_one_model_streams_into_one_handle(shell: InteractiveShell) -> None:
     assert all(o["update"] for o in updates)
     final = updates[-1]["data"]
     answer = shell.user_ns["_hana"]
-    assert final["text/plain"].startswith(answer) and "120 tokens" in final["text/markdown"]
+    assert final["text/plain"].startswith(answer) and "600 tokens" in final["text/markdown"]
     assert "tokens/s" in final["text/markdown"]
     streaming = [o["data"]["text/plain"] for o in updates[:-1]]
     assert len(streaming) >= 2, "the answer arrived in one piece: no streaming seen"

@@ -10,9 +10,10 @@ Jupyter server lives on `jp_asyncio_loop`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,16 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T] | Awaitable[T]], T]
+
+
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """pytest-jupyter's loop fixture, always on a fresh loop: its own version reuses the main
+    thread's current loop, which an earlier test's `asyncio.run()` may have unset or left stale."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close()
 
 
 @pytest.fixture(autouse=True)

@@ -26,9 +26,10 @@ def api_url(http_server_client: Any, jp_base_url: str, path: str) -> str:
 
 
 def runner_pids() -> list[int]:
-    """Runner processes started by this test process."""
+    """Runner processes started by this test process (the in-process extension's runners are its
+    direct children; servers of other test modules run their runners one level further down)."""
     pids = []
-    for child in psutil.Process().children(recursive=True):
+    for child in psutil.Process().children():
         try:
             if "hana_server.runner" in " ".join(child.cmdline()):
                 pids.append(child.pid)
