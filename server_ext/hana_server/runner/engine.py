@@ -9,6 +9,7 @@ the tornado loop in a single `call_soon_threadsafe`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import ctypes
@@ -33,7 +34,7 @@ _UNKNOWN_PIECE: Any = object()
 UNLIMITED_PREDICT_FACTOR = 10
 
 
-class EngineThread:
+class EngineThread(abc.ABC):
     """A thread that alone touches one llama context. Commands arrive through an inbox; messages
     for HTTP handlers leave through an outbox flushed to the event loop once per step."""
 
@@ -137,16 +138,17 @@ class EngineThread:
             if not more_work and not self._inbox:
                 self._idle_wait()
 
+    @abc.abstractmethod
     def _accept(self, command: Any) -> None:
         """Take one submitted command into the engine's own queues."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _work(self) -> bool:
         """Do one step of work; True while there is more to do without new commands."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _fail_all(self, message: str) -> None:
-        raise NotImplementedError
+        """Answer every request the engine holds with an error (the engine is going away)."""
 
 
 def _seq_id_of(completion: Completion) -> int:
