@@ -58,8 +58,6 @@ class Completion:
         name = self.model.name.display
         try:
             async for part in self.lease.client.completion(self.payload):
-                if "error" in part:
-                    raise RunnerFailed(part["error"])
                 if part.get("done"):
                     yield self._final(name, part)
                     return
