@@ -1,8 +1,9 @@
 """hana-jupyter, kernel side: `%load_ext hana_jupyter` for the `%hana` / `%%hana` magics.
 
-Also importable from code: `HanaClient` (the Ollama API, async-first with sync twins) and
-`ModelManager` (list, warm up, keep alive, unload, run prompts in parallel). Names are imported on
-first use, so `%load_ext` and `import hana_jupyter` stay fast.
+Also importable from code: `HanaClient` (the Ollama API, async-first with sync twins),
+`ModelManager` (list, warm up, keep alive, unload, run prompts in parallel) and `panel()` (a live
+widget panel of the server's models). Names are imported on first use, so `%load_ext` and
+`import hana_jupyter` stay fast.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     )
     from hana_jupyter.magics import HanaMagics
     from hana_jupyter.manager import ModelManager
+    from hana_jupyter.widgets import HanaPanel, panel
 
 _LAZY = {
     "Completion": "hana_jupyter.client",
@@ -33,6 +35,8 @@ _LAZY = {
     "ServerUnreachable": "hana_jupyter.client",
     "HanaMagics": "hana_jupyter.magics",
     "ModelManager": "hana_jupyter.manager",
+    "HanaPanel": "hana_jupyter.widgets",
+    "panel": "hana_jupyter.widgets",
 }
 
 __all__ = [
@@ -40,11 +44,13 @@ __all__ = [
     "HanaClient",
     "HanaClientError",
     "HanaMagics",
+    "HanaPanel",
     "ModelManager",
     "ModelNotFoundError",
     "RequestError",
     "ServerUnreachable",
     "load_ipython_extension",
+    "panel",
     "unload_ipython_extension",
 ]
 
