@@ -92,25 +92,86 @@ def wall_rate(streams: Sequence[Stream]) -> float:
     )
 
 
-class HanaServer:
-    """`hana serve` on a free loopback port with its own store, log file and environment."""
+class ServerProcess:
+    """A server subprocess on a free loopback port, in its own session, logging to a file."""
 
-    def __init__(self, models_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.models_dir = models_dir
+    name = "server"
+    ready_path = "/"
+
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "HANA_MODELS": str(models_dir),
-            "HANA_HOST": f"127.0.0.1:{self.port}",
-            "HANA_NUM_PARALLEL": "8",
-            "HANA_KEEP_ALIVE": "30m",
-            "HANA_MAX_LOADED_MODELS": "3",
-            "HANA_REGISTER_DEFAULT_MODEL": "0",
-            **(env or {}),
-        }
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait until it answers; returns the seconds that took."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer in {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM (hana serve terminates its runners), SIGKILL to the session if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HanaServer(ServerProcess):
+    """`hana serve` with its own store; 8 parallel sequences per model."""
+
+    name = "hana serve"
+
+    def __init__(self, models_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(log_path)
+        self.env.update(
+            {
+                "HANA_MODELS": str(models_dir),
+                "HANA_HOST": f"127.0.0.1:{self.port}",
+                "HANA_NUM_PARALLEL": "8",
+                "HANA_KEEP_ALIVE": "30m",
+                "HANA_MAX_LOADED_MODELS": "3",
+                "HANA_REGISTER_DEFAULT_MODEL": "0",
+                **(env or {}),
+            }
+        )
+
+    def command(self) -> list[str]:
+        return [str(HANA), "serve", "--port", str(self.port)]
 
     def setup(self) -> None:
         """`hana setup` with this server's store: registers gemma3:270m from its package."""
@@ -126,48 +187,6 @@ class HanaServer:
             check=True,
             capture_output=True,
         )
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(HANA), "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"hana serve exited with {self.proc.returncode}; see {self.log_path}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"hana serve did not answer within {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        """SIGTERM (hana serve terminates its runners), SIGKILL to the group if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def __enter__(self) -> HanaServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class HanaBench:

@@ -11,36 +11,31 @@ and the answer of the request being served.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from api import Stream, free_port, tagged, wall_rate
+from api import ServerProcess, Stream, tagged, wall_rate
 from report import repetitions, summary
 
 
-class ReferenceServer:
-    """`python -m llama_cpp.server` on a free loopback port."""
+class ReferenceServer(ServerProcess):
+    """`python -m llama_cpp.server` on the GGUF, with the same threads as hana's runner."""
+
+    name = "llama_cpp.server"
+    ready_path = "/v1/models"
 
     def __init__(self, model: Path, threads: int, log_path: Path, n_ctx: int = 2048) -> None:
+        super().__init__(log_path)
         self.model = model
         self.threads = threads
         self.n_ctx = n_ctx
-        self.log_path = log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 120.0) -> float:
-        """Start and wait until it answers; returns the seconds that took (model load incl.)."""
+    def command(self) -> list[str]:
         args = {
             "model": str(self.model),
             "host": "127.0.0.1",
@@ -57,35 +52,7 @@ class ReferenceServer:
         command = [sys.executable, "-m", "llama_cpp.server"]
         for key, value in args.items():
             command += [f"--{key}", value]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"llama_cpp.server exited with {self.proc.returncode}; see {self.log_path}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/v1/models", timeout=1.0).status_code == 200:
-                    return time.monotonic() - started
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"llama_cpp.server did not answer in {timeout:.0f}s; see {self.log_path}"
-        )
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        return command
 
     async def completion(self, client: httpx.AsyncClient, prompt: str, n_predict: int) -> Stream:
         """One streaming `/v1/completions` request, greedy, no repeat penalty."""
