@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,12 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def _busy_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, steal) jiffies of all CPUs since boot. Steal is time the hypervisor gave this VM's
+    CPUs to someone else: no process here used it, but every process here lost it."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq, steal
 
 
 def _own_ticks() -> int:
@@ -151,19 +153,37 @@ def _own_ticks() -> int:
     return sum(ticks.get(pid, 0) for pid in mine) + finished_children
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    busy: int
+    steal: int
+    own: int
+    at: float
+
+    @classmethod
+    def now(cls) -> CpuSample:
+        busy, steal = _cpu_ticks()
+        return cls(busy, steal, _own_ticks(), time.monotonic())
+
+    def since(self, earlier: CpuSample) -> tuple[float, float]:
+        """(cores used by other processes, cores stolen by the hypervisor) in between."""
+        seconds = max(self.at - earlier.at, 1e-9) * CLOCK_TICKS
+        foreign = (self.busy - earlier.busy) - (self.own - earlier.own)
+        return max(0.0, foreign / seconds), (self.steal - earlier.steal) / seconds
+
+
 class CpuWatch:
-    """Cores used by processes outside this bench's process tree, per section."""
+    """Cores used by processes outside this bench's process tree, and hypervisor steal, per
+    section."""
 
     def __init__(self) -> None:
         self.sections: dict[str, dict[str, float]] = {}
 
     def foreign_cores(self, seconds: float) -> float:
-        busy0, _ = _busy_ticks()
-        own0 = _own_ticks()
+        before = CpuSample.now()
         time.sleep(seconds)
-        busy1, _ = _busy_ticks()
-        own1 = _own_ticks()
-        return max(0.0, (busy1 - busy0 - (own1 - own0)) / CLOCK_TICKS / seconds)
+        foreign, steal = CpuSample.now().since(before)
+        return foreign + steal
 
     def wait_quiet(self, limit: float = 0.25, patience: float = 20.0) -> float:
         """Wait (at most `patience` s) until others use under `limit` cores; returns the wait."""
@@ -177,17 +197,14 @@ class CpuWatch:
     def section(self, name: str, *, patience: float = 10.0) -> Iterator[None]:
         waited = self.wait_quiet(patience=patience)
         print(f"  {name} ...", flush=True)
-        busy0, _ = _busy_ticks()
-        own0 = _own_ticks()
-        started = time.monotonic()
+        before = CpuSample.now()
         yield
-        wall = time.monotonic() - started
-        busy1, _ = _busy_ticks()
-        own1 = _own_ticks()
-        foreign = max(0.0, (busy1 - busy0 - (own1 - own0)) / CLOCK_TICKS / max(wall, 1e-9))
+        after = CpuSample.now()
+        foreign, steal = after.since(before)
         self.sections[name] = {
-            "seconds": round(wall, 1),
+            "seconds": round(after.at - before.at, 1),
             "foreign_cores": round(foreign, 2),
+            "steal_cores": round(steal, 2),
             "waited_for_quiet_s": round(waited, 1),
             "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
         }
@@ -329,7 +346,7 @@ def table(results: dict[str, Any]) -> str:
         )
         if i == 0:
             lines.append("-" * len(lines[0]))
-    noisy = any(s["foreign_cores"] > NOISE_LIMIT for s in results.get("noise", {}).values())
+    noisy = any(_lost(s) > NOISE_LIMIT for s in results.get("noise", {}).values())
     if noisy:
         lines.append("(the box was busy with other processes: the verdicts below are unreliable)")
     for key, check in cmp.get("targets", {}).items():
@@ -343,14 +360,23 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _lost(section: dict[str, float]) -> float:
+    """Cores this bench could not have: other processes' use plus hypervisor steal."""
+    return section["foreign_cores"] + section.get("steal_cores", 0.0)
+
+
 def noise_report(sections: dict[str, dict[str, float]], limit: float = NOISE_LIMIT) -> str:
-    """One line per section that ran while other processes used more than `limit` cores."""
-    noisy = {name: s for name, s in sections.items() if s["foreign_cores"] > limit}
+    """One line per section during which other processes or the hypervisor (steal) took more
+    than `limit` cores."""
+    noisy = {name: s for name, s in sections.items() if _lost(s) > limit}
     if not noisy:
-        return f"\nother processes stayed under {limit} cores throughout: numbers are clean"
-    lines = [f"\nnoisy: other processes used more than {limit} cores (of the 2) during"]
+        return (
+            f"\nothers (processes + steal) stayed under {limit} cores throughout: numbers are clean"
+        )
+    lines = [f"\nnoisy: other processes / hypervisor steal took more than {limit} cores during"]
     lines += [
-        f"  {name}: {s['foreign_cores']:.2f} cores over {s['seconds']:.0f}s"
+        f"  {name}: {s['foreign_cores']:.2f} + {s.get('steal_cores', 0.0):.2f} steal cores "
+        f"over {s['seconds']:.0f}s"
         for name, s in noisy.items()
     ]
     return "\n".join(lines)
