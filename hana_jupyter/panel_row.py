@@ -30,13 +30,13 @@ _PRESET_SECONDS = {300.0: "5m", 1800.0: "30m", 3600.0: "1h"}
 
 #: Column widths, shared by the rows and the panel's header line so they line up.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("model", "140px"),
-    ("state", "118px"),
-    ("runner", "122px"),
-    ("memory", "62px"),
-    ("context", "54px"),
-    ("keep-alive", "128px"),
-    ("speed", "78px"),
+    ("model", "136px"),
+    ("state", "116px"),
+    ("runner", "132px"),
+    ("memory", "60px"),
+    ("context", "50px"),
+    ("keep-alive", "126px"),
+    ("speed", "74px"),
 )
 
 _BADGE_COLORS = {
@@ -77,8 +77,9 @@ def badge_html(text: str, state: str) -> str:
     )
 
 
-def _cell(width: str) -> Layout:
-    return Layout(width=width, min_width=width, overflow="hidden")
+def cell_layout(width: str) -> Layout:
+    """A fixed-width table cell; the rows and the panel's header line use the same ones."""
+    return Layout(width=width, min_width=width, overflow="hidden", margin="0 6px 0 0")
 
 
 class ModelRow(HBox):
@@ -134,18 +135,18 @@ class ModelRow(HBox):
     ) -> None:
         # Labels, not HTML, for the text cells: they stay on one line and end in "…" if long.
         self.name_label = Label(
-            model, tooltip=model, style={"font_weight": "bold"}, layout=_cell(COLUMNS[0][1])
+            model, tooltip=model, style={"font_weight": "bold"}, layout=cell_layout(COLUMNS[0][1])
         )
         self.badge = HTML(layout=Layout(width="auto"))
         self.progress = FloatProgress(
             min=0.0, max=1.0, layout=Layout(width="60px", height="14px", display="none")
         )
-        state_cell = HBox([self.badge, self.progress], layout=_cell(COLUMNS[1][1]))
-        self.runner_label = Label(layout=_cell(COLUMNS[2][1]))
-        self.memory_label = Label(layout=_cell(COLUMNS[3][1]))
-        self.context_label = Label(layout=_cell(COLUMNS[4][1]))
-        self.countdown_label = Label(layout=_cell(COLUMNS[5][1]))
-        self.speed_label = Label(layout=_cell(COLUMNS[6][1]))
+        state_cell = HBox([self.badge, self.progress], layout=cell_layout(COLUMNS[1][1]))
+        self.runner_label = Label(layout=cell_layout(COLUMNS[2][1]))
+        self.memory_label = Label(layout=cell_layout(COLUMNS[3][1]))
+        self.context_label = Label(layout=cell_layout(COLUMNS[4][1]))
+        self.countdown_label = Label(layout=cell_layout(COLUMNS[5][1]))
+        self.speed_label = Label(layout=cell_layout(COLUMNS[6][1]))
         self.warm_button = Button(
             description="Warm up",
             icon="play",
@@ -332,6 +333,7 @@ __all__ = [
     "KEEP_ALIVE_CHOICES",
     "ModelRow",
     "badge_html",
+    "cell_layout",
     "close_tree",
     "keep_alive_choice",
 ]

@@ -48,7 +48,13 @@ from ipywidgets import HTML, Button, HBox, Layout, VBox
 from traitlets import Bool, Float, Int, Unicode
 
 from hana_jupyter.client import HanaClient, HanaClientError, background_loop, keep_alive_value
-from hana_jupyter.panel_row import COLUMNS, ModelRow, close_tree, describe_keep_alive
+from hana_jupyter.panel_row import (
+    COLUMNS,
+    ModelRow,
+    cell_layout,
+    close_tree,
+    describe_keep_alive,
+)
 
 #: The server sends a comment every 15 s; three missed ones mean the connection is dead even if
 #: the socket has not noticed (a suspended laptop, a dropped NAT entry).
@@ -138,7 +144,7 @@ class HanaPanel(VBox):
             layout=Layout(align_items="center", justify_content="space-between"),
         )
         columns = HBox(
-            [HTML(f"<small><b>{name}</b></small>", layout=Layout(width=w)) for name, w in COLUMNS],
+            [HTML(f"<small><b>{name}</b></small>", layout=cell_layout(w)) for name, w in COLUMNS],
             layout=Layout(border_bottom="1px solid #bdbdbd"),
         )
         self._rows_box = VBox()
