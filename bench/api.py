@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from report import repetitions, summary
+from report import BUDGET_SECONDS, repetitions, summary
 
 HANA = Path(sys.executable).parent / "hana"
 _tags = itertools.count(1)
@@ -90,6 +90,26 @@ def wall_rate(streams: Sequence[Stream]) -> float:
     return sum(s.tokens for s in streams) / (
         max(s.last for s in streams) - min(s.sent for s in streams)
     )
+
+
+def server_decode_rate(stream: Stream) -> float:
+    """Decode tokens/s from the server's own timing: eval_duration runs from the first token to
+    the last, so it covers eval_count - 1 decode steps."""
+    return (stream.final["eval_count"] - 1) / (stream.final["eval_duration"] / 1e9)
+
+
+def round_stats(rounds: Sequence[Sequence[Stream]]) -> dict[str, Any]:
+    """Rates of repeated rounds of concurrent streams: the steady aggregate (compared with the
+    raw batched loop), the wall aggregate (prefills included), per-stream decode rates from the
+    server's own `eval_duration` (first to last token: eval_count - 1 steps) and TTFT."""
+    per_stream = [server_decode_rate(s) for r in rounds for s in r]
+    return {
+        "aggregate_tps": summary([steady_rate(r) for r in rounds]),
+        "wall_tps": summary([wall_rate(r) for r in rounds]),
+        "server_per_stream_tps": summary(per_stream),
+        "client_per_stream_tps": summary([s.client_tps for r in rounds for s in r]),
+        "ttft_p50_s": round(statistics.median(s.ttft for r in rounds for s in r), 3),
+    }
 
 
 class ServerProcess:
@@ -245,48 +265,11 @@ class HanaBench:
             "wall_total_s": round(stream.last - stream.sent, 3),
         }
 
-    async def single(self, model: str, repeats: int) -> dict[str, Any]:
-        """Sequential single-stream runs: the server's and the client's decode rates."""
-        streams = []
-        async with self.client() as client:
-            await self.generate(client, model, n_predict=16)  # warm-up
-            for _ in repetitions(repeats):
-                streams.append(await self.generate(client, model))
+    async def round(self, client: httpx.AsyncClient, model: str, n: int) -> list[Stream]:
+        """`n` streams sent at once; each must produce exactly `n_predict` tokens."""
+        streams = await asyncio.gather(*(self.generate(client, model) for _ in range(n)))
         check_lengths(streams, self.n_predict)
-        return {
-            "eval_rate_tps": summary(
-                [s.final["eval_count"] / (s.final["eval_duration"] / 1e9) for s in streams]
-            ),
-            # eval_duration runs from the first token to the last: eval_count - 1 decode steps
-            "decode_tps": summary(
-                [(s.final["eval_count"] - 1) / (s.final["eval_duration"] / 1e9) for s in streams]
-            ),
-            "client_tps": summary([s.client_tps for s in streams]),
-            "prompt_eval_count": streams[0].final.get("prompt_eval_count"),
-            "text": streams[0].text,
-        }
-
-    async def concurrent(self, model: str, n: int, repeats: int) -> dict[str, Any]:
-        """`n` streams sent at once, `repeats` times: aggregate and per-stream rates."""
-        rounds = []
-        async with self.client() as client:
-            for _ in repetitions(repeats):
-                rounds.append(
-                    await asyncio.gather(*(self.generate(client, model) for _ in range(n)))
-                )
-        for streams in rounds:
-            check_lengths(streams, self.n_predict)
-        per_stream = [
-            (s.final["eval_count"] - 1) / (s.final["eval_duration"] / 1e9)
-            for streams in rounds
-            for s in streams
-        ]
-        return {
-            "aggregate_tps": summary([steady_rate(streams) for streams in rounds]),
-            "wall_tps": summary([wall_rate(streams) for streams in rounds]),
-            "per_stream_tps": round(statistics.median(per_stream), 2),
-            "ttft_p50_s": round(statistics.median(s.ttft for r in rounds for s in r), 3),
-        }
+        return list(streams)
 
     async def ttft(self, model: str, probes: int, background: int) -> dict[str, Any]:
         """Time to first token of short requests sent one by one while `background` long
@@ -315,15 +298,18 @@ class HanaBench:
             "background_kept_decoding": still_running,
         }
 
-    async def side_by_side(self, models: Sequence[str], repeats: int) -> dict[str, Any]:
-        """One stream on each of `models` at once, `repeats` times: summed steady rate, and the
-        compute threads `/api/ps` shows while all of them are generating."""
-        rounds = []
+    async def two_models(self, models: Sequence[str], repeats: int) -> dict[str, Any]:
+        """One stream on the first model alone, then one on each model at once, alternating
+        `repeats` times, so both numbers of a pair see the same machine. Also the compute
+        threads `/api/ps` shows while all models are generating."""
+        alone: list[float] = []
+        both: list[float] = []
         threads: dict[str, int] = {}
         async with self.client() as client:
             for model in models:
                 await self.generate(client, model, n_predict=4)  # loaded and warm
-            for _ in repetitions(repeats):
+            for _ in repetitions(repeats, budget=2 * BUDGET_SECONDS):
+                alone.append(steady_rate(await self.round(client, models[0], 1)))
                 started = [asyncio.Event() for _ in models]
                 tasks = [
                     asyncio.create_task(self.generate(client, model, started=event))
@@ -332,16 +318,14 @@ class HanaBench:
                 await asyncio.gather(*(event.wait() for event in started))
                 await asyncio.sleep(0.2)  # thread changes apply between two decode steps
                 threads = await self.threads(client)
-                rounds.append(await asyncio.gather(*tasks))
-        for streams in rounds:
-            check_lengths(streams, self.n_predict)
+                streams = await asyncio.gather(*tasks)
+                check_lengths(streams, self.n_predict)
+                both.append(steady_rate(streams))
         return {
-            "aggregate_tps": summary([steady_rate(streams) for streams in rounds]),
-            "per_model_tps": [
-                round(statistics.median(r[i].client_tps for r in rounds), 2)
-                for i in range(len(models))
-            ],
-            "threads_while_busy": threads,
+            "alone_tps": summary(alone),
+            "both_tps": summary(both),
+            "both_vs_alone": summary([b / a for a, b in zip(alone, both, strict=True)]),
+            "threads_while_both_busy": threads,
         }
 
     async def threads(self, client: httpx.AsyncClient) -> dict[str, int]:

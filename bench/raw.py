@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-from report import repetitions, summary
+from report import summary
 
 BATCH_SIZE = 512
 
@@ -243,76 +242,60 @@ class RawEngine:
         llama_cpp.llama_free(self.ctx)
 
 
-def measure(
-    model_path: Path,
-    *,
-    threads: int,
-    prompt: str,
-    long_prompt: str,
-    n_predict: int,
-    batch_sizes: Sequence[int],
-    repeats: int,
-    batch_repeats: int,
-    ctx_per_seq: int,
-) -> dict[str, Any]:
-    """R1 (single sequence, decode and prefill) and R2 (aggregate at each batch size)."""
-    model = RawModel.load(model_path)
+def serve(settings: dict[str, Any]) -> None:
+    """The raw side of the bench as a worker process, so run.py can interleave raw runs with
+    hana's on a machine whose speed drifts (shared cores, hypervisor steal), and so the bench
+    process itself never holds llama.cpp threads.
+
+    Settings come as JSON in argv[1]. The first stdout line describes the setup (prompt tokens,
+    prefill rate, system info); then each stdin line `{"n_seq": n}` is answered with one line
+    about one generation of `n` sequences; `{"quit": true}` or EOF ends the worker.
+    """
+    model = RawModel.load(Path(settings["model"]))
+    tokens = model.tokenize(settings["prompt"])
+    long_tokens = model.tokenize(settings["long_prompt"])
+    n_predict = int(settings["n_predict"])
+    engine = RawEngine(
+        model,
+        max_seq=int(settings["max_seq"]),
+        ctx_per_seq=int(settings["ctx_per_seq"]),
+        threads=int(settings["threads"]),
+    )
     try:
-        tokens = model.tokenize(prompt)
-        long_tokens = model.tokenize(long_prompt)
-        engine = RawEngine(
-            model, max_seq=max(batch_sizes), ctx_per_seq=ctx_per_seq, threads=threads
+        engine.generate(tokens, 1, 16)  # warm-up: page cache, repacked weights, buffers
+        engine.prefill_rate(long_tokens)
+        prefill = [engine.prefill_rate(long_tokens) for _ in range(3)]
+        _reply(
+            {
+                "prompt_tokens": len(tokens),
+                "prefill_prompt_tokens": len(long_tokens),
+                "prefill_tps": summary(prefill),
+                "swa_full": model.n_swa > 0,
+                "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+            }
         )
-        try:
-            engine.generate(tokens, 1, 16)  # warm-up: page cache, repacked weights, buffers
-            single = [engine.generate(tokens, 1, n_predict) for _ in repetitions(repeats)]
-            engine.prefill_rate(long_tokens)
-            prefill = [engine.prefill_rate(long_tokens) for _ in range(max(3, repeats - 2))]
-            batched: dict[str, Any] = {}
-            r1 = statistics.median(r.decode_tps for r in single)
-            print(f"    R1 1 seq: {r1:.1f} tok/s", file=sys.stderr, flush=True)
-            for n_seq in batch_sizes:
-                runs = [
-                    engine.generate(tokens, n_seq, n_predict) for _ in repetitions(batch_repeats)
-                ]
-                rate = statistics.median(r.decode_tps for r in runs)
-                print(f"    R2 {n_seq} seq: {rate:.1f} tok/s", file=sys.stderr, flush=True)
-                batched[str(n_seq)] = {
-                    "aggregate_tps": summary([r.decode_tps for r in runs]),
-                    "per_stream_tps": round(rate / n_seq, 2),
-                    "step_ms": round(
-                        statistics.median(r.decode_seconds / r.decode_steps for r in runs) * 1e3, 2
-                    ),
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command.get("quit"):
+                break
+            run = engine.generate(tokens, int(command["n_seq"]), n_predict)
+            _reply(
+                {
+                    "decode_tps": run.decode_tps,
+                    "step_ms": run.decode_seconds / run.decode_steps * 1e3,
+                    "prefill_tps": run.prefill_tps,
+                    "text": model.detokenize(run.tokens),
                 }
-        finally:
-            engine.close()
-        text = model.detokenize(single[0].tokens)
+            )
     finally:
+        engine.close()
         model.close()
-    return {
-        "prompt_tokens": len(tokens),
-        "n_predict": n_predict,
-        "threads": threads,
-        "ctx_per_seq": ctx_per_seq,
-        "swa_full": model.n_swa > 0,
-        "r1": {
-            "decode_tps": summary([r.decode_tps for r in single]),
-            "prefill_tps": summary(prefill),
-            "prefill_prompt_tokens": len(long_tokens),
-            "text": text,
-        },
-        "r2": batched,
-    }
 
 
-def main() -> None:
-    """Run in its own process by run.py (so the bench process never holds llama.cpp threads):
-    settings as JSON in argv[1], results as JSON on stdout."""
-    settings = json.loads(sys.argv[1])
-    result = measure(Path(settings.pop("model")), **settings)
-    result["system_info"] = llama_cpp.llama_print_system_info().decode().strip()
-    print(json.dumps(result))
+def _reply(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    serve(json.loads(sys.argv[1]))

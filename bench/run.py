@@ -25,10 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api import HanaBench, HanaServer
+from api import HanaBench, HanaServer, Stream, round_stats, server_decode_rate, steady_rate
 from reference_server import ReferenceServer
 from reference_server import measure as measure_reference
-from report import CpuWatch, comparisons, cpu_facts, noise_report, table, versions
+from report import (
+    CpuWatch,
+    comparisons,
+    cpu_facts,
+    noise_report,
+    repetitions,
+    summary,
+    table,
+    versions,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".make"
@@ -43,8 +52,9 @@ PROMPT = (
 )
 LONG_PROMPT = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(40))
 N_PREDICT = 128
-REPEATS = 5  # single-stream runs (cheap)
-ROUND_REPEATS = 3  # concurrent rounds
+PAIRED_REPEATS = 5  # raw/hana pairs of every concurrency (fewer if they overrun PAIRED_BUDGET)
+PAIRED_BUDGET = 300.0
+ROUND_REPEATS = 3  # two-model pairs, llama_cpp.server rounds
 CONCURRENCY = (1, 2, 4, 8)
 CTX_PER_SEQ = 4096  # hana's default num_ctx: the raw loop gets the same per-sequence KV
 
@@ -98,31 +108,119 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_raw(gguf: Path, threads: int) -> dict[str, Any]:
-    settings = {
-        "model": str(gguf),
-        "threads": threads,
-        "prompt": PROMPT,
-        "long_prompt": LONG_PROMPT,
-        "n_predict": N_PREDICT,
-        "batch_sizes": list(CONCURRENCY),
-        "repeats": REPEATS,
-        "batch_repeats": ROUND_REPEATS,
-        "ctx_per_seq": CTX_PER_SEQ,
+class RawWorker:
+    """raw.py as a child process that runs one raw generation per request (R1 and R2)."""
+
+    def __init__(self, gguf: Path, threads: int) -> None:
+        settings = {
+            "model": str(gguf),
+            "threads": threads,
+            "prompt": PROMPT,
+            "long_prompt": LONG_PROMPT,
+            "n_predict": N_PREDICT,
+            "max_seq": max(CONCURRENCY),
+            "ctx_per_seq": CTX_PER_SEQ,
+        }
+        script = Path(__file__).resolve().parent / "raw.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), json.dumps(settings)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.setup = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"raw.py exited with {self.proc.wait()}")
+        return dict(json.loads(line))
+
+    def generate(self, n_seq: int) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"n_seq": n_seq}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+async def paired(bench: HanaBench, worker: RawWorker) -> dict[str, Any]:
+    """Raw and hana runs of each concurrency back to back, repeated: a pair sees the same
+    machine, so the per-pair ratios hold even while the box's speed drifts between pairs."""
+    raw: dict[int, list[dict[str, Any]]] = {n: [] for n in CONCURRENCY}
+    hana: dict[int, list[list[Stream]]] = {n: [] for n in CONCURRENCY}
+    async with bench.client() as client:
+        await bench.generate(client, MODEL, n_predict=16)  # warm-up
+        for rep in repetitions(PAIRED_REPEATS, budget=PAIRED_BUDGET, minimum=3):
+            for n in CONCURRENCY:
+                if rep % 2:  # alternate who goes first, so neither always gets the cooler box
+                    hana[n].append(await bench.round(client, MODEL, n))
+                    raw[n].append(worker.generate(n))
+                else:
+                    raw[n].append(worker.generate(n))
+                    hana[n].append(await bench.round(client, MODEL, n))
+            line = ", ".join(
+                f"{n}: raw {raw[n][-1]['decode_tps']:.1f} hana {steady_rate(hana[n][-1]):.1f}"
+                for n in CONCURRENCY
+            )
+            print(f"    pair {rep + 1} (tok/s) {line}", flush=True)
+    singles = [streams[0] for streams in hana[1]]
+    server_single = [server_decode_rate(s) for s in singles]
+    r1 = [run["decode_tps"] for run in raw[1]]
+    ratios: dict[str, Any] = {
+        "hana_single_server_vs_r1": summary(
+            [h / r for h, r in zip(server_single, r1, strict=True)]
+        ),
+        "hana_single_client_vs_r1": summary(
+            [s.client_tps / r for s, r in zip(singles, r1, strict=True)]
+        ),
     }
-    script = Path(__file__).resolve().parent / "raw.py"
-    done = subprocess.run(
-        [sys.executable, str(script), json.dumps(settings)],
-        check=True,
-        stdout=subprocess.PIPE,  # progress lines go to stderr, straight to the terminal
-        text=True,
-    )
-    return json.loads(done.stdout)
+    for n in CONCURRENCY:
+        ratios[f"hana_at_{n}_vs_r2_at_{n}"] = summary(
+            [steady_rate(h) / r["decode_tps"] for h, r in zip(hana[n], raw[n], strict=True)]
+        )
+    return {
+        "raw": {
+            "r1": {
+                "decode_tps": summary(r1),
+                "prefill_tps": worker.setup["prefill_tps"],
+                "prefill_prompt_tokens": worker.setup["prefill_prompt_tokens"],
+                "text": raw[1][0]["text"],
+            },
+            "r2": {
+                str(n): {
+                    "aggregate_tps": summary([run["decode_tps"] for run in raw[n]]),
+                    "step_ms": summary([run["step_ms"] for run in raw[n]]),
+                }
+                for n in CONCURRENCY
+            },
+            "prompt_tokens": worker.setup["prompt_tokens"],
+            "swa_full": worker.setup["swa_full"],
+        },
+        "single": {
+            "decode_tps": summary(server_single),
+            "client_tps": summary([s.client_tps for s in singles]),
+            "eval_rate_tps": summary(
+                [s.tokens / (s.final["eval_duration"] / 1e9) for s in singles]
+            ),
+            "prompt_eval_count": singles[0].final.get("prompt_eval_count"),
+            "text": singles[0].text,
+        },
+        "concurrent": {str(n): round_stats(hana[n]) for n in CONCURRENCY},
+        "ratios": ratios,
+    }
 
 
-def run_hana(watch: CpuWatch, store: Path, twin: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every hana measurement with the thread budget on, plus the two-model run."""
-    server = HanaServer(store, LOGS / "hana-serve.log")
+def run_hana(watch: CpuWatch, gguf: Path, threads: int, twin: Path) -> dict[str, Any]:
+    """Raw and hana interleaved, then hana's TTFT and two models, with the thread budget on."""
+    server = HanaServer(CACHE / "bench-models", LOGS / "hana-serve.log")
     server.setup()
     results: dict[str, Any] = {}
     with server:
@@ -130,34 +228,29 @@ def run_hana(watch: CpuWatch, store: Path, twin: Path) -> tuple[dict[str, Any], 
         bench = HanaBench(server.url, PROMPT, N_PREDICT)
         with watch.section("hana cold load"):
             results["cold_load"] = asyncio.run(bench.cold_load(MODEL))
-        with watch.section("hana single stream"):
-            results["single"] = asyncio.run(bench.single(MODEL, REPEATS))
-        results["concurrent"] = {}
-        for n in CONCURRENCY:
-            with watch.section(f"hana {n} concurrent"):
-                results["concurrent"][str(n)] = asyncio.run(
-                    bench.concurrent(MODEL, n, ROUND_REPEATS)
-                )
+        worker = RawWorker(gguf, threads)
+        try:
+            with watch.section("raw and hana, 1/2/4/8 streams, interleaved", patience=30.0):
+                results["paired"] = asyncio.run(paired(bench, worker))
+        finally:
+            worker.close()
+        results["system_info"] = worker.setup["system_info"]
         with watch.section("hana ttft idle"):
             results["ttft_idle"] = asyncio.run(bench.ttft(MODEL, probes=5, background=0))
         with watch.section("hana ttft loaded"):
             results["ttft_loaded"] = asyncio.run(bench.ttft(MODEL, probes=5, background=3))
-        two = two_models(watch, bench, "budget on")
-    return results, two
+        with watch.section("two models, thread budget on"):
+            results["budget_on"] = asyncio.run(bench.two_models([MODEL, TWIN], ROUND_REPEATS))
+    return results
 
 
-def two_models(watch: CpuWatch, bench: HanaBench, label: str) -> dict[str, Any]:
-    with watch.section(f"two models, {label}"):
-        alone = asyncio.run(bench.side_by_side([MODEL], ROUND_REPEATS))
-        both = asyncio.run(bench.side_by_side([MODEL, TWIN], ROUND_REPEATS))
-    return {"alone": alone, "both": both}
-
-
-def run_hana_budget_off(watch: CpuWatch, store: Path) -> dict[str, Any]:
-    server = HanaServer(store, LOGS / "hana-serve-budget-off.log", {"HANA_THREAD_BUDGET": "0"})
-    with server:
+def run_hana_budget_off(watch: CpuWatch) -> dict[str, Any]:
+    server = HanaServer(
+        CACHE / "bench-models", LOGS / "hana-serve-budget-off.log", {"HANA_THREAD_BUDGET": "0"}
+    )
+    with server, watch.section("two models, thread budget off"):
         bench = HanaBench(server.url, PROMPT, N_PREDICT)
-        return two_models(watch, bench, "budget off")
+        return asyncio.run(bench.two_models([MODEL, TWIN], ROUND_REPEATS))
 
 
 def run_reference(watch: CpuWatch, gguf: Path, threads: int) -> dict[str, Any]:
@@ -194,19 +287,23 @@ def main() -> None:
             "temperature": 0,
             "ctx_per_seq": CTX_PER_SEQ,
             "hana_num_parallel": 8,
-            "repeats_single": REPEATS,
-            "repeats_rounds": ROUND_REPEATS,
+            "paired_repeats": PAIRED_REPEATS,
+            "other_repeats": ROUND_REPEATS,
             "second_model": "the same GGUF rewritten with another general.name "
             "(gguf-new-metadata): same weights, different blob, so a second runner",
         },
     }
-    with watch.section("raw R1/R2", patience=30.0):
-        results["raw"] = run_raw(gguf, threads)
-    results["machine"]["llama_system_info"] = results["raw"].pop("system_info")
-    store = CACHE / "bench-models"
-    results["hana"], budget_on = run_hana(watch, store, twin)
-    budget_off = run_hana_budget_off(watch, store)
-    results["two_models"] = {"budget_on": budget_on, "budget_off": budget_off}
+    hana = run_hana(watch, gguf, threads, twin)
+    budget_off = run_hana_budget_off(watch)
+    paired_results = hana.pop("paired")
+    results["machine"]["llama_system_info"] = hana.pop("system_info")
+    results["raw"] = paired_results.pop("raw")
+    results["paired_ratios"] = paired_results.pop("ratios")
+    results["hana"] = {**hana, **paired_results}
+    results["two_models"] = {
+        "budget_on": results["hana"].pop("budget_on"),
+        "budget_off": budget_off,
+    }
     results["llama_cpp_server"] = run_reference(watch, gguf, threads)
     results["comparisons"] = comparisons(results)
     texts = {
@@ -222,7 +319,7 @@ def main() -> None:
     print()
     print(table(results))
     print(noise_report(watch.sections))
-    print(f"\nwrote {RESULTS.relative_to(ROOT)} in {results['total_seconds']:.0f}s")
+    print(f"\nwrote {RESULTS} in {results['total_seconds']:.0f}s")
 
 
 if __name__ == "__main__":
