@@ -218,8 +218,8 @@ class ModelManager:
 
     async def _create_fields(self, path: Path) -> dict[str, Any]:
         # The server's own parser, so a Modelfile means the same here as to `hana create`.
-        from hana_server.errors import HanaError
-        from hana_server.store.modelfile import Modelfile
+        from hana_protocol.errors import HanaError
+        from hana_protocol.modelfile import Modelfile
 
         try:
             text = path.read_text()

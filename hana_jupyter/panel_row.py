@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from hana_server.durations import format_duration
+from hana_protocol.durations import format_duration
 from ipywidgets import HTML, Button, Dropdown, FloatProgress, HBox, Label, Layout, Text, Widget
 from traitlets import Bool, Float, Int, Unicode
 

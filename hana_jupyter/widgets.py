@@ -42,8 +42,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from hana_server.durations import parse_env_keep_alive, parse_keep_alive
-from hana_server.errors import HanaError
+from hana_protocol.durations import parse_env_keep_alive, parse_keep_alive
+from hana_protocol.errors import HanaError
 from ipywidgets import HTML, Button, HBox, Layout, VBox
 from traitlets import Bool, Float, Int, Unicode
 

@@ -275,7 +275,7 @@ def print_stats(final: dict[str, Any]) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> None:
-    from hana_server.store.modelfile import Modelfile
+    from hana_protocol.modelfile import Modelfile
 
     path = Path(args.file)
     if not path.exists():

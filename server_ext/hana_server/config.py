@@ -1,48 +1,17 @@
 """Configuration shared by every host: traits with help, env vars (HANA_*, OLLAMA_*) as defaults.
 
-`HanaSettings` is a mixin: `HanaApp` (Jupyter) and `ServeApp` (`hana serve`) both inherit it, so the
+`HanaSettings` is a mixin: `HanaApp` (Jupyter) and `the `hana serve` host both use it, so the
 same setting is `c.HanaApp.keep_alive` under Jupyter and `HANA_KEEP_ALIVE` for `hana serve`.
 """
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlsplit
-
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from hana_server.durations import parse_env_keep_alive
-from hana_server.store.store import default_models_dir
-
-DEFAULT_PORT = 11434
-
-
-def env_value(*names: str) -> str | None:
-    """The first of these env vars that is set and not empty, trimmed of spaces and quotes."""
-    for name in names:
-        value = os.environ.get(name, "").strip().strip("'\"")
-        if value:
-            return value
-    return None
-
-
-def env_int(*names: str, fallback: int) -> int:
-    value = env_value(*names)
-    try:
-        return int(value) if value is not None else fallback
-    except ValueError:
-        return fallback
-
-
-def parse_host(value: str) -> tuple[str, int]:
-    """Read `[scheme://]host[:port]` the way OLLAMA_HOST is read."""
-    if "://" not in value:
-        value = "http://" + value
-    parts = urlsplit(value)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (DEFAULT_PORT if parts.scheme == "http" else 443)
-    return host, port
+from hana_protocol.durations import parse_env_keep_alive
+from hana_protocol.env import default_models_dir, env_int, env_value
+from hana_protocol.hosts import host_from_env
 
 
 class HanaSettings(LoggingConfigurable):
@@ -62,8 +31,7 @@ class HanaSettings(LoggingConfigurable):
 
     @default("host")
     def _default_host(self) -> str:
-        value = env_value("HANA_HOST", "OLLAMA_HOST")
-        return parse_host(value)[0] if value else "127.0.0.1"
+        return host_from_env().bind_host
 
     port = Int(
         help="Port of the shared Ollama-compatible API (0 = any free port). Default 11434."
@@ -71,8 +39,7 @@ class HanaSettings(LoggingConfigurable):
 
     @default("port")
     def _default_port(self) -> int:
-        value = env_value("HANA_HOST", "OLLAMA_HOST")
-        return parse_host(value)[1] if value else DEFAULT_PORT
+        return host_from_env().port
 
     keep_alive = Unicode(
         help="How long an idle model stays loaded: '5m', '1h', seconds; negative = forever."

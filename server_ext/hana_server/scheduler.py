@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hana_server.durations import FOREVER
-from hana_server.errors import HanaError, ModelTooLarge, RunnerFailed, ServerBusy
+from hana_protocol.durations import FOREVER
+from hana_protocol.errors import HanaError, ModelTooLarge, RunnerFailed, ServerBusy
 from hana_server.events import EventBus
 from hana_server.memory import MemoryBudget, estimate_runner_bytes
 from hana_server.runners import RunnerProcess

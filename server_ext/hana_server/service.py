@@ -10,7 +10,7 @@ from typing import Any
 
 from hana_server.api.schemas import CreateRequest
 from hana_server.config import HanaSettings
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 from hana_server.generation import Generator
 from hana_server.memory import MemoryBudget
 from hana_server.scheduler import Scheduler
@@ -144,6 +144,7 @@ class HanaService:
                 parameters=req.parameters,
                 messages=messages or None,
                 license=license_,
+                requires=req.requires,
                 progress=progress,
             )
 

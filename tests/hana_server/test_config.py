@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hana_server.config import HanaSettings, parse_host
+from hana_server.config import HanaSettings
 
 
 def test_env_vars_hana_first_then_ollama(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,12 +43,18 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("127.0.0.1:11500", ("127.0.0.1", 11500)),
         ("0.0.0.0", ("0.0.0.0", 11434)),
+        (":11500", ("0.0.0.0", 11500)),
         ("http://localhost:8080", ("localhost", 8080)),
         ("https://example.test", ("example.test", 443)),
     ],
 )
-def test_ollama_host_forms(value: str, expected: tuple[str, int]) -> None:
-    assert parse_host(value) == expected
+def test_ollama_host_sets_bind_address(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, int]
+) -> None:
+    monkeypatch.delenv("HANA_HOST", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", value)
+    settings = HanaSettings()
+    assert (settings.host, settings.port) == expected
 
 
 def test_every_setting_is_documented() -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from hana_server.errors import HanaError, InvalidRequest, RequestCanceled
+from hana_protocol.errors import HanaError, InvalidRequest, RequestCanceled
 
 if TYPE_CHECKING:
     from hana_server.service import HanaService

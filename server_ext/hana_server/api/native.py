@@ -23,7 +23,7 @@ from hana_server.api.schemas import (
     GenerateRequest,
     ShowRequest,
 )
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 from hana_server.generation import Completion
 
 OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see

@@ -102,6 +102,7 @@ class CreateRequest(Named):
     parameters: dict[str, Any] | None = None
     messages: list[Message] | None = None
     modelfile: str | None = None
+    requires: str | None = None
     quantize: str | None = None
     stream: bool | None = True
 

@@ -13,7 +13,7 @@ from typing import Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from hana_server.errors import HanaError
+from hana_protocol.errors import HanaError
 from hana_server.runner.lifecycle import Runner
 from hana_server.runner.settings import SECRET_HEADER
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -19,25 +18,8 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from hana_server.errors import InvalidRequest
-
-# Ollama's names for the types in its error messages.
-_NUMBER_OPTIONS = {
-    **dict.fromkeys(("num_predict", "top_k", "repeat_last_n", "seed", "num_keep"), "integer"),
-    **dict.fromkeys(
-        (
-            "temperature",
-            "top_p",
-            "min_p",
-            "typical_p",
-            "repeat_penalty",
-            "presence_penalty",
-            "frequency_penalty",
-        ),
-        "float32",
-    ),
-}
-
+from hana_protocol.errors import InvalidRequest
+from hana_protocol.options import check_option
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -64,27 +46,15 @@ class SamplingOptions:
             return cls()
         if not isinstance(options, Mapping):
             raise InvalidRequest("options must be an object")
-        values: dict[str, Any] = {}
-        for name, kind in _NUMBER_OPTIONS.items():
-            value = options.get(name)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                raise InvalidRequest(f'option "{name}" must be of type {kind}')
-            values[name] = int(value) if kind == "integer" else float(value)
-        stop = options.get("stop")
-        if stop is not None:
-            if isinstance(stop, str):
-                stop = [stop]
-            if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
-                raise InvalidRequest('option "stop" must be of type array')
-            values["stop"] = tuple(stop)
         known = {field.name for field in fields(cls)}
-        return cls(**{name: value for name, value in values.items() if name in known})
+        values = {
+            name: check_option(name, value)
+            for name, value in options.items()
+            if name in known and value is not None
+        }
+        if "stop" in values:
+            values["stop"] = tuple(values["stop"])
+        return cls(**values)
 
 
 def grammar_from_request(body: Mapping[str, Any]) -> str | None:

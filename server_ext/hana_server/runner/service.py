@@ -15,7 +15,7 @@ from typing import Any
 
 import llama_cpp
 
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 from hana_server.runner.batch import TokenBatch
 from hana_server.runner.embedding import EmbeddingEngine, EmbeddingJob
 from hana_server.runner.engine import CompletionEngine

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from hana_server.errors import InvalidRequest, RunnerFailed
+from hana_protocol.errors import InvalidRequest, RunnerFailed
 
 SECRET_HEADER = "X-Hana-Secret"
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hana_server.errors import RunnerFailed
+from hana_protocol.errors import RunnerFailed
 from hana_server.runners.client import RunnerClient
 
 SECRET_ENV = "HANA_RUNNER_SECRET"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hana_server.store.gguf_info import GGUFInfo, InvalidGGUF
-from hana_server.store.modelfile import Modelfile
+from hana_protocol.modelfile import Modelfile
 from hana_server.store.names import InvalidModelName, ModelName
 from hana_server.store.store import Model, ModelStore, default_models_dir
 

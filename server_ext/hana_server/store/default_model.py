@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from hana_server.errors import HanaError, ModelNotFound
+from hana_protocol.errors import HanaError, ModelNotFound
 from hana_server.store.store import Model, ModelStore
 
 log = logging.getLogger("hana.store")

@@ -17,7 +17,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 
 # Arrays longer than this are left empty in `kv` unless verbose (Ollama's default maxArraySize).
 MAX_ARRAY_SIZE = 1024

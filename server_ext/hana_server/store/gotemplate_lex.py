@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hana_server.errors import HanaError
+from hana_protocol.errors import HanaError
 
 SPACE_CHARS = " \t\r\n"
 

@@ -27,10 +27,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hana_server.errors import HanaError, InvalidRequest, ModelNotFound
-from hana_server.options import KNOWN_OPTIONS, check_option
+from hana_protocol.errors import HanaError, InvalidRequest, ModelNotFound
+from hana_protocol.options import KNOWN_OPTIONS, check_option
 from hana_server.store.gguf_info import GGUFInfo, is_gguf
-from hana_server.store.modelfile import Modelfile
+from hana_protocol.digests import sha256_file
+from hana_protocol.env import default_models_dir
+from hana_protocol.modelfile import Modelfile, plan_create
 from hana_server.store.names import ModelName
 
 log = logging.getLogger("hana.store")
@@ -54,14 +56,6 @@ STALE_TEMP_SECONDS = 24 * 3600
 # Capabilities that come from the weights; the others come from the prompt template.
 WEIGHT_CAPABILITIES = ("completion", "embedding", "vision")
 CHUNK = 1 << 20
-
-
-def default_models_dir() -> Path:
-    """HANA_MODELS, else OLLAMA_MODELS (share Ollama's models), else ~/.hana/models."""
-    for var in ("HANA_MODELS", "OLLAMA_MODELS"):
-        if value := os.environ.get(var):
-            return Path(value).expanduser()
-    return Path.home() / ".hana" / "models"
 
 
 def parse_digest(digest: str) -> str:
@@ -224,7 +218,7 @@ class ModelStore:
         # Hash before copying only if a blob of the same size exists: re-creating a model from
         # the same GGUF then costs one read instead of a multi-GB write that is thrown away.
         if self._blob_of_size_exists(size):
-            digest = "sha256:" + _sha256_file(path)
+            digest = "sha256:" + sha256_file(path)
             if self.has_blob(digest):
                 return digest
         if progress:
@@ -533,37 +527,25 @@ class ModelStore:
         progress: Progress | None = None,
     ) -> Model:
         """Create `name` from Modelfile `text`; a relative FROM path is taken from `base_dir`."""
-        mf = Modelfile.parse(text)
-        for present, what in (
-            (mf.adapters, "ADAPTER (LoRA adapters)"),
-            (mf.draft, "DRAFT (speculative decoding)"),
-            (mf.renderer or mf.parser, "RENDERER and PARSER (Ollama's built-in Go renderers)"),
-        ):
-            if present:
-                raise InvalidRequest(f"{what} is not supported by hana; use TEMPLATE for prompts")
-        source = _resolve_from(mf.from_, Path(base_dir))
-        kwargs: dict[str, Any] = {}
-        if source is not None:
-            if not is_gguf(source):
+        modelfile = Modelfile.parse(text)
+        plan = plan_create(modelfile, Path(base_dir))
+        fields = dict(plan.fields)
+        model_digest = None
+        if plan.model_file is not None:
+            if not is_gguf(plan.model_file):
                 raise InvalidRequest(
-                    f"FROM {mf.from_}: {source} is not a GGUF file; FROM takes a .gguf model "
+                    f"FROM {modelfile.from_}: {plan.model_file} is not a GGUF file; FROM takes a .gguf model "
                     "file or the name of an installed model"
                 )
             if progress:
                 progress("gathering model components")
-            kwargs["model_digest"] = self.import_file(source, progress)
-        else:
-            kwargs["from_model"] = mf.from_
+            model_digest = self.import_file(plan.model_file, progress)
         return self.create(
             name,
-            template=mf.template,
-            system=mf.system,
-            parameters=mf.parameters,
-            messages=mf.messages,
-            license=mf.license,
-            requires=mf.requires,
+            model_digest=model_digest,
+            from_model=fields.pop("from", None),
             progress=progress,
-            **kwargs,
+            **fields,
         )
 
     def copy(self, src: str | ModelName, dst: str | ModelName) -> Model:
@@ -608,14 +590,6 @@ def _manifest_digests(path: Path) -> set[str]:
         return set()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _checked_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     checked = {}
     for key, value in parameters.items():
@@ -639,25 +613,3 @@ def _config_from_gguf(info: GGUFInfo) -> dict[str, Any]:
         "architecture": arch,
         "os": os_name,
     }
-
-
-def _resolve_from(source: str, base_dir: Path) -> Path | None:
-    """The file FROM names (Ollama's expandPath), or None when FROM names a model."""
-    if source.startswith("~"):
-        path = Path(source).expanduser()
-    else:
-        path = Path(source) if os.path.isabs(source) else base_dir / source
-    path = path.absolute()
-    if path.is_dir():
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) != 1:
-            raise InvalidRequest(
-                f"FROM {source}: the directory holds {len(ggufs)} .gguf files; name one of them"
-            )
-        return ggufs[0]
-    if path.is_file():
-        return path
-    looks_like_path = source.startswith((".", "/", "~", "\\")) or source.lower().endswith(".gguf")
-    if looks_like_path:
-        raise InvalidRequest(f"FROM {source}: no such file {path}")
-    return None

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import StartRunner
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 from hana_server.runners import RunnerClient, RunnerProcess
 
 GREEDY = {"temperature": 0}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import StartRunner
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 
 
 async def test_embeddings_are_normalised_and_deterministic(

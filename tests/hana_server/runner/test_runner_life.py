@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hana_server.errors import RunnerFailed
+from hana_protocol.errors import RunnerFailed
 from hana_server.runners import RunnerProcess
 
 

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from hana_server.errors import HanaError
+from hana_protocol.errors import HanaError
 from hana_server.store.gotemplate import GoTemplate, TemplateError
 from hana_server.store.gotemplate_values import Tool, ToolCall
 

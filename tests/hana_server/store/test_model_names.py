@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 from hana_server.store.names import InvalidModelName, ModelName
 
 DEFAULT = ("registry.ollama.ai", "library")

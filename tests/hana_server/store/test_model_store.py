@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hana_server.errors import InvalidRequest, ModelNotFound
+from hana_protocol.errors import InvalidRequest, ModelNotFound
 from hana_server.store.store import ModelStore, default_models_dir
 from tiny_gguf import write_tiny_gguf
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from pathlib import Path
 from typing import Any
 
-from hana_server.errors import InvalidRequest
-from hana_server.options import BOOL_OPTIONS, FLOAT_OPTIONS, INT_OPTIONS, LIST_OPTIONS
+from hana_protocol.errors import InvalidRequest
+from hana_protocol.options import BOOL_OPTIONS, FLOAT_OPTIONS, INT_OPTIONS, LIST_OPTIONS
 
 log = logging.getLogger("hana.store")
 
@@ -240,3 +242,97 @@ class Modelfile:
             raise InvalidRequest(f"only one FROM is supported, got {', '.join(sources)}")
         mf.from_ = sources[0]
         return mf
+
+    def unsupported(self) -> str | None:
+        """The first command hana cannot honour, named for an error, or None."""
+        for present, what in (
+            (self.adapters, "ADAPTER (LoRA adapters)"),
+            (self.draft, "DRAFT (speculative decoding)"),
+            (self.renderer or self.parser, "RENDERER and PARSER (Ollama's built-in Go renderers)"),
+        ):
+            if present:
+                return f"{what} is not supported by hana; use TEMPLATE for prompts"
+        return None
+
+
+def resolve_from(source: str, base_dir: Path) -> Path | None:
+    """The GGUF file FROM names (Ollama's expandPath), or None when FROM names a model.
+
+    A relative path is read from `base_dir` (the Modelfile's folder); a directory must hold
+    exactly one .gguf file; something that looks like a path but is missing is an error rather
+    than a model name, so a typo does not become "model not found".
+    """
+    if source.startswith("~"):
+        path = Path(source).expanduser()
+    else:
+        path = Path(source) if os.path.isabs(source) else base_dir / source
+    path = path.absolute()
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise InvalidRequest(
+                f"FROM {source}: the directory holds {len(ggufs)} .gguf files; name one of them"
+            )
+        return ggufs[0]
+    if path.is_file():
+        return path
+    looks_like_path = source.startswith((".", "/", "~", "\\")) or source.lower().endswith(".gguf")
+    if looks_like_path:
+        raise InvalidRequest(f"FROM {source}: no such file {path}")
+    return None
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """A Modelfile as Ollama's `/api/create` request: the body, and the file to upload first.
+
+    `fields` are the request's fields other than `model` and `files`; when `model_file` is set
+    the caller uploads it as a blob and sends `files: {model_file.name: digest}`, else `fields`
+    has `from` (an installed model's name).
+    """
+
+    fields: dict[str, Any]
+    model_file: Path | None
+
+    def body(self, model: str, model_digest: str | None = None) -> dict[str, Any]:
+        """The `/api/create` body for `model`, given the uploaded file's digest."""
+        body: dict[str, Any] = {"model": model, **self.fields}
+        if self.model_file is not None:
+            if model_digest is None:
+                raise ValueError("upload the model file first and pass its digest")
+            body["files"] = {self.model_file.name: model_digest}
+        return body
+
+
+def plan_create(modelfile: Modelfile, base_dir: Path) -> CreatePlan:
+    """Translate a parsed Modelfile into a create request, the one way every caller does it."""
+    problem = modelfile.unsupported()
+    if problem:
+        raise InvalidRequest(problem)
+    model_file = resolve_from(modelfile.from_, base_dir)
+    fields: dict[str, Any] = {} if model_file is not None else {"from": modelfile.from_}
+    for name, value in (
+        ("template", modelfile.template),
+        ("system", modelfile.system),
+        ("parameters", modelfile.parameters),
+        ("messages", modelfile.messages),
+        ("license", modelfile.license),
+        ("requires", modelfile.requires),
+    ):
+        if value:
+            fields[name] = value
+    return CreatePlan(fields, model_file)
+
+
+def plan_create_from_file(path: Path) -> CreatePlan:
+    """Read and translate the Modelfile at `path`; relative FROM paths are taken from its folder."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InvalidRequest(f"cannot read Modelfile {path}: {reason}") from None
+    try:
+        modelfile = Modelfile.parse(text)
+    except InvalidRequest as error:
+        raise InvalidRequest(f"{path}: {error.message}") from None
+    return plan_create(modelfile, Path(path).absolute().parent)

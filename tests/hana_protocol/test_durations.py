@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from hana_server.durations import FOREVER, format_duration, parse_env_keep_alive, parse_keep_alive
-from hana_server.errors import InvalidRequest
+from hana_protocol.durations import FOREVER, format_duration, parse_env_keep_alive, parse_keep_alive
+from hana_protocol.errors import InvalidRequest
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from hana_server.errors import InvalidRequest
+from hana_protocol.errors import InvalidRequest
 
 FOREVER = math.inf
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hana_server.errors import InvalidRequest
-from hana_server.store.modelfile import Modelfile
+from hana_protocol.errors import InvalidRequest
+from hana_protocol.modelfile import Modelfile
 
 FULL = '''\
 # a comment line

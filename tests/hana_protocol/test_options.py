@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from hana_server.errors import InvalidRequest
-from hana_server.options import DEFAULTS, merge_options, sampling
+from hana_protocol.errors import InvalidRequest
+from hana_protocol.options import DEFAULTS, merge_options, sampling
 
 
 def test_request_beats_model_parameters_beats_defaults() -> None:

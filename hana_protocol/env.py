@@ -1,0 +1,30 @@
+"""Environment variables read the way Ollama reads them: first set name wins, quotes trimmed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def env_value(*names: str) -> str | None:
+    """The first of these env vars that is set and not empty, trimmed of spaces and quotes."""
+    for name in names:
+        value = os.environ.get(name, "").strip().strip("'\"")
+        if value:
+            return value
+    return None
+
+
+def env_int(*names: str, fallback: int) -> int:
+    """The first set variable as an integer, or `fallback` when unset or not a number."""
+    value = env_value(*names)
+    try:
+        return int(value) if value is not None else fallback
+    except ValueError:
+        return fallback
+
+
+def default_models_dir() -> Path:
+    """HANA_MODELS, else OLLAMA_MODELS (share Ollama's models), else ~/.hana/models."""
+    value = env_value("HANA_MODELS", "OLLAMA_MODELS")
+    return Path(value).expanduser() if value else Path.home() / ".hana" / "models"
