@@ -25,7 +25,6 @@ $(STAMP): $(BIN)/python pyproject.toml $(wildcard $(LAB_JS))
 .PHONY: labextension
 labextension:
 	cd labextension && npm ci --no-audit --no-fund && npm run build
-	$(BIN)/python -m hana_server.labext_install
 
 # Register the bundled gemma3:270m in the model store (~/.hana/models unless HANA_MODELS).
 model: install

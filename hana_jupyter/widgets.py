@@ -42,8 +42,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from hana_protocol.durations import parse_env_keep_alive, parse_keep_alive
-from hana_protocol.errors import HanaError
 from ipywidgets import HTML, Button, HBox, Layout, VBox
 from traitlets import Bool, Float, Int, Unicode
 
@@ -55,6 +53,8 @@ from hana_jupyter.panel_row import (
     close_tree,
     describe_keep_alive,
 )
+from hana_protocol.durations import parse_env_keep_alive, parse_keep_alive
+from hana_protocol.errors import HanaError
 
 #: The server sends a comment every 15 s; three missed ones mean the connection is dead even if
 #: the socket has not noticed (a suspended laptop, a dropped NAT entry).

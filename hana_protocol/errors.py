@@ -96,7 +96,11 @@ class ServerUnreachable(HanaError):
         self.reason = reason
 
 
-_BY_STATUS: dict[int, type[HanaError]] = {400: InvalidRequest, 499: RequestCanceled, 503: ServerBusy}
+_BY_STATUS: dict[int, type[HanaError]] = {
+    400: InvalidRequest,
+    499: RequestCanceled,
+    503: ServerBusy,
+}
 
 
 def error_message(body: str, status: int) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from hana_server.api.schemas import ChatRequest, GenerateRequest
 from hana_protocol.durations import parse_keep_alive
 from hana_protocol.errors import HanaError, InvalidRequest, RunnerFailed
 from hana_protocol.options import merge_options, sampling
+from hana_server.api.schemas import ChatRequest, GenerateRequest
 from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
 from hana_server.store.prompt import PromptBuilder
 from hana_server.store.store import Model, ModelStore

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from hana_protocol.errors import InvalidRequest
 from hana_server.api.schemas import CreateRequest
 from hana_server.config import HanaSettings
-from hana_protocol.errors import InvalidRequest
 from hana_server.generation import Generator
 from hana_server.memory import MemoryBudget
 from hana_server.scheduler import Scheduler

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hana_protocol.durations import FOREVER, format_duration, parse_env_keep_alive, parse_keep_alive
 from hana_protocol.errors import InvalidRequest
 

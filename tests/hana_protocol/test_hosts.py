@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hana_protocol.hosts import HostAddress, host_from_env, normalize_url, parse_host
 
 # value -> (bind host, port, client URL)

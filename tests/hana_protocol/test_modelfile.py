@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.modelfile import Modelfile
 

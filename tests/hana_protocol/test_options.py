@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.options import DEFAULTS, merge_options, sampling
 

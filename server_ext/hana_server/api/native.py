@@ -11,6 +11,7 @@ from typing import Any
 
 from tornado import web
 
+from hana_protocol.errors import InvalidRequest
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
 from hana_server.api.schemas import (
@@ -23,7 +24,6 @@ from hana_server.api.schemas import (
     GenerateRequest,
     ShowRequest,
 )
-from hana_protocol.errors import InvalidRequest
 from hana_server.generation import Completion
 
 OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see

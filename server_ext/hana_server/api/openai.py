@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hana_protocol.errors import HanaError, InvalidRequest, ModelNotFound
 from hana_server.api.base import HanaHandlerMixin, validation_message
 from hana_server.api.schemas import ChatRequest, GenerateRequest
-from hana_protocol.errors import HanaError, InvalidRequest, ModelNotFound
 from hana_server.generation import Completion
 
 ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hana_server.store.gguf_info import GGUFInfo, InvalidGGUF
 from hana_protocol.modelfile import Modelfile
+from hana_server.store.gguf_info import GGUFInfo, InvalidGGUF
 from hana_server.store.names import InvalidModelName, ModelName
-from hana_server.store.store import Model, ModelStore, default_models_dir
+from hana_server.store.store import Model, ModelStore
 
 __all__ = [
     "GGUFInfo",
@@ -15,5 +15,4 @@ __all__ = [
     "ModelName",
     "ModelStore",
     "Modelfile",
-    "default_models_dir",
 ]

@@ -27,12 +27,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hana_protocol.digests import sha256_file
 from hana_protocol.errors import HanaError, InvalidRequest, ModelNotFound
+from hana_protocol.modelfile import Modelfile, plan_create
 from hana_protocol.options import KNOWN_OPTIONS, check_option
 from hana_server.store.gguf_info import GGUFInfo, is_gguf
-from hana_protocol.digests import sha256_file
-from hana_protocol.env import default_models_dir
-from hana_protocol.modelfile import Modelfile, plan_create
 from hana_server.store.names import ModelName
 
 log = logging.getLogger("hana.store")
@@ -534,8 +533,8 @@ class ModelStore:
         if plan.model_file is not None:
             if not is_gguf(plan.model_file):
                 raise InvalidRequest(
-                    f"FROM {modelfile.from_}: {plan.model_file} is not a GGUF file; FROM takes a .gguf model "
-                    "file or the name of an installed model"
+                    f"FROM {modelfile.from_}: {plan.model_file} is not a GGUF file; "
+                    "FROM takes a .gguf model file or the name of an installed model"
                 )
             if progress:
                 progress("gathering model components")

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import StartRunner
-from hana_protocol.errors import InvalidRequest
 from hana_server.runners import RunnerClient, RunnerProcess
+
+from hana_protocol.errors import InvalidRequest
 
 GREEDY = {"temperature": 0}
 

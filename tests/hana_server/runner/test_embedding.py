@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import StartRunner
+
 from hana_protocol.errors import InvalidRequest
 
 

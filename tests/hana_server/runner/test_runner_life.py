@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hana_protocol.errors import RunnerFailed
 from hana_server.runners import RunnerProcess
+
+from hana_protocol.errors import RunnerFailed
 
 
 def process_gone(pid: int) -> bool:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hana_protocol.errors import RunnerFailed
 from hana_server.runners import RunnerProcess
+
+from hana_protocol.errors import RunnerFailed
 
 
 def gone(pid: int) -> bool:

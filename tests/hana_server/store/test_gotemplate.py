@@ -7,9 +7,10 @@ from datetime import date
 from typing import Any
 
 import pytest
-from hana_protocol.errors import HanaError
 from hana_server.store.gotemplate import GoTemplate, TemplateError
 from hana_server.store.gotemplate_values import Tool, ToolCall
+
+from hana_protocol.errors import HanaError
 
 
 def render(source: str, data: Any = None, **kwargs: Any) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hana_protocol.errors import InvalidRequest
 from hana_server.store.names import InvalidModelName, ModelName
+
+from hana_protocol.errors import InvalidRequest
 
 DEFAULT = ("registry.ollama.ai", "library")
 

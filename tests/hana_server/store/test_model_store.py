@@ -9,9 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hana_protocol.errors import InvalidRequest, ModelNotFound
-from hana_server.store.store import ModelStore, default_models_dir
+from hana_server.store.store import ModelStore
 from tiny_gguf import write_tiny_gguf
+
+from hana_protocol.env import default_models_dir
+from hana_protocol.errors import InvalidRequest, ModelNotFound
 
 TEMPLATE = "{{ range .Messages }}<{{ .Role }}>{{ .Content }}{{ end }}"
 MODELFILE = f'''\
