@@ -1,4 +1,4 @@
-"""Handlers of Ollama's native API (`/api/...`): thin, logic in in Generator and the store."""
+"""Handlers of Ollama's native API (`/api/...`): thin, logic in GenerationService and the store."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 
 from tornado import web
 
+from hana_protocol.errors import InvalidRequest
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
-from hana_server.api.schemas import (
+from hana_server.generation import AnswerStream
+from hana_server.requests import (
     ChatRequest,
     CopyRequest,
     CreateRequest,
@@ -23,8 +25,6 @@ from hana_server.api.schemas import (
     GenerateRequest,
     ShowRequest,
 )
-from hana_protocol.errors import InvalidRequest
-from hana_server.generation import Completion
 
 OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see
 DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
@@ -66,7 +66,7 @@ class GenerationHandler(HanaHandlerMixin):
 
     async def respond(self, start: Any, stream: bool | None) -> None:
         result = await start
-        if not isinstance(result, Completion):
+        if not isinstance(result, AnswerStream):
             self.send_json(result)  # load / unload
             return
         if stream is False:
@@ -82,7 +82,7 @@ class GenerateHandler(GenerationHandler):
 
         async def work() -> None:
             req = self.parse(GenerateRequest)
-            await self.respond(self.service.generator.start_generate(req), req.stream)
+            await self.respond(self.service.generation.start_generate(req), req.stream)
 
         await self.run(work)
 
@@ -93,7 +93,7 @@ class ChatHandler(GenerationHandler):
 
         async def work() -> None:
             req = self.parse(ChatRequest)
-            await self.respond(self.service.generator.start_chat(req), req.stream)
+            await self.respond(self.service.generation.start_chat(req), req.stream)
 
         await self.run(work)
 
@@ -178,7 +178,7 @@ class EmbedHandler(HanaHandlerMixin):
         async def work() -> None:
             req = self.parse(EmbedRequest)
             inputs = [req.input] if isinstance(req.input, str) else list(req.input)
-            result = await self.service.generator.embed(
+            result = await self.service.generation.embed(
                 req.model,
                 inputs,
                 truncate=req.truncate,
@@ -198,7 +198,7 @@ class EmbeddingsHandler(HanaHandlerMixin):
         async def work() -> None:
             req = self.parse(EmbeddingsRequest)
             inputs = [req.prompt] if req.prompt else []
-            result = await self.service.generator.embed(
+            result = await self.service.generation.embed(
                 req.model, inputs, options=req.options, keep_alive=req.keep_alive
             )
             vectors = result["embeddings"]
