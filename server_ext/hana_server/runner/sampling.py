@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -20,6 +21,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.options import check_option
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
