@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,9 @@ from hana_server.requests import (
     GenerateRequest,
     ShowRequest,
 )
+from hana_server.store.blobs import parse_digest
 
 OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see
-DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 
 
 def collect(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -215,10 +213,10 @@ class BlobHandler(HanaHandlerMixin):
     _hash: Any = None
 
     def _digest(self, digest: str) -> str:
-        match = DIGEST.match(digest)
-        if match is None:
-            raise web.HTTPError(400, "invalid digest format")
-        return "sha256:" + match.group(1).lower()
+        try:
+            return parse_digest(digest)
+        except InvalidRequest:
+            raise web.HTTPError(400, "invalid digest format") from None
 
     async def head(self, digest: str) -> None:
         """200 if the blob exists, else 404."""
@@ -233,9 +231,8 @@ class BlobHandler(HanaHandlerMixin):
             await result
         if self.request.method == "POST":
             self.request.connection.set_max_body_size(1 << 40)  # type: ignore[union-attr]
-            blobs = self.service.store.root / "blobs"
-            blobs.mkdir(parents=True, exist_ok=True)
-            self._spool = tempfile.NamedTemporaryFile(dir=blobs, prefix="upload-", delete=False)  # noqa: SIM115
+            # A temp name of the store's: an upload cut off by a crash is swept like any other.
+            self._spool = self.service.store.temp_path().open("xb")
             self._hash = hashlib.sha256()
 
     def data_received(self, chunk: bytes) -> None:
