@@ -35,8 +35,8 @@ from hana_server import __version__
 from hana_server.api import hana
 from hana_server.api.routes import build_routes
 from hana_server.config import HanaSettings
-from hana_server.serve import bind_shared_port, make_app, url_for
 from hana_server.service import HanaService
+from hana_server.shared_port import bind_shared_port, make_shared_port_app, url_for
 
 AUTH_RESOURCE = "hana"
 """The resource name authorizers see (JupyterHub scopes, custom `Authorizer` classes)."""
@@ -176,7 +176,7 @@ class HanaApp(ExtensionApp, HanaSettings):
                 "use the models",
                 self.host,
             )
-        app = make_app(self.service, self)
+        app = make_shared_port_app(self.service, self)
         try:
             server, port = bind_shared_port(app, self.host, self.port, fallback=self.port_fallback)
         except OSError as error:

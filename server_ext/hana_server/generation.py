@@ -17,20 +17,39 @@ from typing import Any
 import httpx
 
 from hana_protocol.durations import parse_keep_alive
-from hana_protocol.errors import HanaError, InvalidRequest, RunnerFailed
+from hana_protocol.errors import InvalidRequest, RunnerFailed
 from hana_protocol.options import merge_options, sampling
-from hana_server.api.schemas import ChatRequest, GenerateRequest
+from hana_server.requests import ChatRequest, GenerateRequest
 from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
+from hana_server.store.model import Model
 from hana_server.store.prompt import PromptBuilder
-from hana_server.store.store import Model, ModelStore
+from hana_server.store.store import ModelStore
 
 log = logging.getLogger("hana.generation")
 
 Chunk = dict[str, Any]
+# The text fields of a chunk ({"response": text} or {"message": {...}}) for a piece of text.
+TextFields = Callable[[str], Chunk]
 
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def answer_chunk(model: str, fields: Chunk, *, done: bool, **final: Any) -> Chunk:
+    """One line of an answer in Ollama's key order: model, time, text fields, `done`, and on the
+    last line `done_reason` and the metrics."""
+    return {"model": model, "created_at": now_rfc3339(), **fields, "done": done, **final}
+
+
+def generate_fields(text: str) -> Chunk:
+    """/api/generate carries text as `response`."""
+    return {"response": text}
+
+
+def chat_fields(text: str) -> Chunk:
+    """/api/chat carries text as the assistant's message."""
+    return {"message": {"role": "assistant", "content": text}}
 
 
 def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -45,14 +64,14 @@ def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
 
 
 @dataclasses.dataclass
-class Completion:
+class AnswerStream:
     """A request that passed every check and holds a lease; iterate `chunks()` exactly once."""
 
     model: Model
     lease: Lease
     payload: dict[str, Any]
     started: float
-    wrap: Callable[[str], Chunk]
+    wrap: TextFields
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         name = self.model.name.display
@@ -62,12 +81,7 @@ class Completion:
                     yield self._final(name, part)
                     return
                 if part.get("content"):
-                    yield {
-                        "model": name,
-                        "created_at": now_rfc3339(),
-                        **self.wrap(part["content"]),
-                        "done": False,
-                    }
+                    yield answer_chunk(name, self.wrap(part["content"]), done=False)
             raise RunnerFailed(RUNNER_LOST)
         except httpx.HTTPError as error:
             log.warning("runner stream for %s broke: %s", name, error)
@@ -86,17 +100,16 @@ class Completion:
             "eval_duration": done.get("eval_duration", 0),
             "prompt_cache_count": done.get("prompt_cache_count", 0),  # hana extra
         }
-        return {
-            "model": name,
-            "created_at": now_rfc3339(),
-            **self.wrap(""),
-            "done": True,
-            "done_reason": done.get("done_reason", "stop"),
+        return answer_chunk(
+            name,
+            self.wrap(""),
+            done=True,
+            done_reason=done.get("done_reason", "stop"),
             **{k: v for k, v in metrics.items() if v},  # Ollama omits zero metrics
-        }
+        )
 
 
-class Generator:
+class GenerationService:
     """Turns generate/chat/embed requests into runner calls."""
 
     def __init__(self, store: ModelStore, scheduler: Scheduler) -> None:
@@ -109,28 +122,17 @@ class Generator:
     # ------------------------------------------------------------------ load/unload
 
     async def load_or_unload(
-        self, model: Model, keep_alive: float | None, options: dict[str, Any], wrap: Chunk
+        self, model: Model, keep_alive: float | None, options: dict[str, Any], wrap: TextFields
     ) -> Chunk:
         """Empty prompt: load the model (done_reason load) or, with keep_alive 0, unload it."""
-        name = model.name.display
         if keep_alive == 0:
             self.scheduler.set_keep_alive(model, 0)
-            return {
-                "model": name,
-                "created_at": now_rfc3339(),
-                **wrap,
-                "done": True,
-                "done_reason": "unload",
-            }
-        lease = await self.scheduler.acquire(model, options, keep_alive)
-        lease.release()
-        return {
-            "model": name,
-            "created_at": now_rfc3339(),
-            **wrap,
-            "done": True,
-            "done_reason": "load",
-        }
+            reason = "unload"
+        else:
+            lease = await self.scheduler.acquire(model, options, keep_alive)
+            lease.release()
+            reason = "load"
+        return answer_chunk(model.name.display, wrap(""), done=True, done_reason=reason)
 
     # ------------------------------------------------------------------ generate
 
@@ -142,8 +144,8 @@ class Generator:
         if images and "vision" not in model.capabilities:
             raise InvalidRequest(f"{model.name} does not support vision")
 
-    async def start_generate(self, req: GenerateRequest) -> Completion | Chunk:
-        """A Completion to stream, or a final chunk for load/unload requests."""
+    async def start_generate(self, req: GenerateRequest) -> AnswerStream | Chunk:
+        """An AnswerStream to stream, or a final chunk for load/unload requests."""
         started = time.monotonic()
         model = self.find(req.model)
         keep_alive = parse_keep_alive(req.keep_alive)
@@ -153,7 +155,7 @@ class Generator:
         self.check_common(model, req.think, req.images)
         fmt = runner_format(req.format)
         if req.prompt == "" and not req.suffix:
-            return await self.load_or_unload(model, keep_alive, options, {"response": ""})
+            return await self.load_or_unload(model, keep_alive, options, generate_fields)
         if req.raw:
             prompt, default_stop = req.prompt, []
         else:
@@ -170,10 +172,11 @@ class Generator:
             default_stop,
             fmt,
             started,
-            lambda text: {"response": text},
+            generate_fields,
         )
 
-    async def start_chat(self, req: ChatRequest) -> Completion | Chunk:
+    async def start_chat(self, req: ChatRequest) -> AnswerStream | Chunk:
+        """Like `start_generate`, for a conversation."""
         started = time.monotonic()
         if not req.model:
             raise InvalidRequest("model is required")
@@ -185,9 +188,8 @@ class Generator:
         if req.tools and "tools" not in model.capabilities:
             raise InvalidRequest(f"{model.name} does not support tools")
         fmt = runner_format(req.format)
-        empty = {"message": {"role": "assistant", "content": ""}}
         if not req.messages:
-            return await self.load_or_unload(model, keep_alive, options, empty)
+            return await self.load_or_unload(model, keep_alive, options, chat_fields)
         builder = PromptBuilder.for_model(model, self.scheduler.info(model))
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         prompt = builder.chat(messages, tools=req.tools)
@@ -199,7 +201,7 @@ class Generator:
             builder.stop,
             fmt,
             started,
-            lambda text: {"message": {"role": "assistant", "content": text}},
+            chat_fields,
         )
 
     async def _complete(
@@ -211,14 +213,14 @@ class Generator:
         default_stop: list[str],
         fmt: dict[str, Any],
         started: float,
-        wrap: Callable[[str], Chunk],
-    ) -> Completion:
+        wrap: TextFields,
+    ) -> AnswerStream:
         runner_options = sampling(options)
         if "stop" not in runner_options and default_stop:
             runner_options["stop"] = list(default_stop)
         lease = await self.scheduler.acquire(model, options, keep_alive)
         payload = {"prompt": prompt, "options": runner_options, **fmt}
-        return Completion(model, lease, payload, started, wrap)
+        return AnswerStream(model, lease, payload, started, wrap)
 
     # ------------------------------------------------------------------ embeddings
 
@@ -264,6 +266,3 @@ class Generator:
 def _normalise(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
-
-
-__all__ = ["Completion", "Generator", "HanaError", "runner_format"]

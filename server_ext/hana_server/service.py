@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from hana_protocol.errors import InvalidRequest
-from hana_server.api.schemas import CreateRequest
 from hana_server.config import HanaSettings
-from hana_server.generation import Generator
+from hana_server.generation import GenerationService
 from hana_server.memory import MemoryBudget
+from hana_server.requests import CreateRequest
 from hana_server.scheduler import Scheduler
 from hana_server.store.default_model import ensure_default_model
 from hana_server.store.gguf_info import GGUFInfo
-from hana_server.store.store import Model, ModelStore
+from hana_server.store.model import Model
+from hana_server.store.store import ModelStore
 
 log = logging.getLogger("hana")
 
@@ -39,7 +40,7 @@ class HanaService:
             num_threads=settings.num_threads,
             thread_budget=settings.thread_budget,
         )
-        self.generator = Generator(self.store, self.scheduler)
+        self.generation = GenerationService(self.store, self.scheduler)
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
 

@@ -1,11 +1,9 @@
-"""Handlers of Ollama's native API (`/api/...`): thin, logic in in Generator and the store."""
+"""Handlers of Ollama's native API (`/api/...`): thin, logic in GenerationService and the store."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,8 @@ from tornado import web
 from hana_protocol.errors import InvalidRequest
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
-from hana_server.api.schemas import (
+from hana_server.generation import AnswerStream
+from hana_server.requests import (
     ChatRequest,
     CopyRequest,
     CreateRequest,
@@ -24,10 +23,9 @@ from hana_server.api.schemas import (
     GenerateRequest,
     ShowRequest,
 )
-from hana_server.generation import Completion
+from hana_server.store.blobs import parse_digest
 
 OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see
-DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 
 
 def collect(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -66,7 +64,7 @@ class GenerationHandler(HanaHandlerMixin):
 
     async def respond(self, start: Any, stream: bool | None) -> None:
         result = await start
-        if not isinstance(result, Completion):
+        if not isinstance(result, AnswerStream):
             self.send_json(result)  # load / unload
             return
         if stream is False:
@@ -82,7 +80,7 @@ class GenerateHandler(GenerationHandler):
 
         async def work() -> None:
             req = self.parse(GenerateRequest)
-            await self.respond(self.service.generator.start_generate(req), req.stream)
+            await self.respond(self.service.generation.start_generate(req), req.stream)
 
         await self.run(work)
 
@@ -93,7 +91,7 @@ class ChatHandler(GenerationHandler):
 
         async def work() -> None:
             req = self.parse(ChatRequest)
-            await self.respond(self.service.generator.start_chat(req), req.stream)
+            await self.respond(self.service.generation.start_chat(req), req.stream)
 
         await self.run(work)
 
@@ -178,7 +176,7 @@ class EmbedHandler(HanaHandlerMixin):
         async def work() -> None:
             req = self.parse(EmbedRequest)
             inputs = [req.input] if isinstance(req.input, str) else list(req.input)
-            result = await self.service.generator.embed(
+            result = await self.service.generation.embed(
                 req.model,
                 inputs,
                 truncate=req.truncate,
@@ -198,7 +196,7 @@ class EmbeddingsHandler(HanaHandlerMixin):
         async def work() -> None:
             req = self.parse(EmbeddingsRequest)
             inputs = [req.prompt] if req.prompt else []
-            result = await self.service.generator.embed(
+            result = await self.service.generation.embed(
                 req.model, inputs, options=req.options, keep_alive=req.keep_alive
             )
             vectors = result["embeddings"]
@@ -215,10 +213,10 @@ class BlobHandler(HanaHandlerMixin):
     _hash: Any = None
 
     def _digest(self, digest: str) -> str:
-        match = DIGEST.match(digest)
-        if match is None:
-            raise web.HTTPError(400, "invalid digest format")
-        return "sha256:" + match.group(1).lower()
+        try:
+            return parse_digest(digest)
+        except InvalidRequest:
+            raise web.HTTPError(400, "invalid digest format") from None
 
     async def head(self, digest: str) -> None:
         """200 if the blob exists, else 404."""
@@ -233,9 +231,8 @@ class BlobHandler(HanaHandlerMixin):
             await result
         if self.request.method == "POST":
             self.request.connection.set_max_body_size(1 << 40)  # type: ignore[union-attr]
-            blobs = self.service.store.root / "blobs"
-            blobs.mkdir(parents=True, exist_ok=True)
-            self._spool = tempfile.NamedTemporaryFile(dir=blobs, prefix="upload-", delete=False)  # noqa: SIM115
+            # A temp name of the store's: an upload cut off by a crash is swept like any other.
+            self._spool = self.service.store.temp_path().open("xb")
             self._hash = hashlib.sha256()
 
     def data_received(self, chunk: bytes) -> None:

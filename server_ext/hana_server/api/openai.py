@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from hana_protocol.errors import HanaError, InvalidRequest, ModelNotFound
 from hana_server.api.base import HanaHandlerMixin, validation_message
-from hana_server.api.schemas import ChatRequest, GenerateRequest
-from hana_server.generation import Completion
+from hana_server.generation import AnswerStream
+from hana_server.requests import ChatRequest, GenerateRequest
 
 ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 FINISH = {"stop": "stop", "length": "length"}
@@ -152,8 +152,8 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
                     "stream": True,
                 },
             )
-            completion = await self.service.generator.start_chat(req)
-            assert isinstance(completion, Completion)
+            completion = await self.service.generation.start_chat(req)
+            assert isinstance(completion, AnswerStream)
             ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
             base = {
                 "id": ident,
@@ -186,7 +186,7 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
         await self.run(work)
 
     async def _chunks(
-        self, completion: Completion, base: dict[str, Any], include_usage: bool
+        self, completion: AnswerStream, base: dict[str, Any], include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         first = True
         async with contextlib.aclosing(completion.chunks()) as chunks:
@@ -237,8 +237,8 @@ class CompletionsHandler(OpenAIHandlerMixin):
             )
             if not prompt:
                 raise InvalidRequest("prompt is required")
-            completion = await self.service.generator.start_generate(req)
-            assert isinstance(completion, Completion)
+            completion = await self.service.generation.start_generate(req)
+            assert isinstance(completion, AnswerStream)
             base = {
                 "id": f"cmpl-{uuid.uuid4().hex}",
                 "object": "text_completion",
@@ -268,7 +268,7 @@ class CompletionsHandler(OpenAIHandlerMixin):
         await self.run(work)
 
     async def _chunks(
-        self, completion: Completion, base: dict[str, Any]
+        self, completion: AnswerStream, base: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.aclosing(completion.chunks()) as chunks:
             async for chunk in chunks:
@@ -292,7 +292,7 @@ class EmbeddingsHandler(OpenAIHandlerMixin):
                 inputs = data
             else:
                 raise InvalidRequest("invalid input")
-            result = await self.service.generator.embed(
+            result = await self.service.generation.embed(
                 body["model"], inputs, dimensions=body.get("dimensions")
             )
             as_base64 = body.get("encoding_format") == "base64"

@@ -27,8 +27,8 @@ ENGINE_STOP_SECONDS = 2.0
 async def serve(settings: RunnerSettings, sockets: list, secret: str) -> int:
     from tornado.httpserver import HTTPServer
 
-    from hana_server.runner.app import make_app
-    from hana_server.runner.lifecycle import Runner
+    from hana_server.runner.app import make_runner_app
+    from hana_server.runner.lifecycle import RunnerLifecycle
 
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
@@ -40,15 +40,15 @@ async def serve(settings: RunnerSettings, sockets: list, secret: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, 0)
 
-    runner = Runner(settings, loop)
-    server = HTTPServer(make_app(runner, secret))
+    lifecycle = RunnerLifecycle(settings, loop)
+    server = HTTPServer(make_runner_app(lifecycle, secret))
     server.add_sockets(sockets)
     # A runner that cannot load its model, or whose engine died, has nothing to serve: exit; its
     # last log line says why.
-    runner.start(on_failure=lambda _message: stop(1))
+    lifecycle.start(on_failure=lambda _message: stop(1))
     code = await stopped
     server.stop()
-    await asyncio.to_thread(runner.close, ENGINE_STOP_SECONDS)
+    await asyncio.to_thread(lifecycle.close, ENGINE_STOP_SECONDS)
     return code
 
 

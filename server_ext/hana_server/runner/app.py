@@ -8,14 +8,17 @@ import asyncio
 import hmac
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from tornado.iostream import StreamClosedError
 
 from hana_protocol.errors import HanaError
-from hana_server.runner.lifecycle import Runner
+from hana_server.runner.lifecycle import RunnerLifecycle
 from hana_server.runner.settings import SECRET_HEADER
+
+if TYPE_CHECKING:
+    from hana_server.runner.serving import ServingModel
 
 log = logging.getLogger("hana_server.runner")
 
@@ -41,11 +44,11 @@ class MessageChannel:
 class RunnerHandler(tornado.web.RequestHandler):
     """Secret check, JSON in and out, errors as `{"error": message}`."""
 
-    runner: Runner
+    lifecycle: RunnerLifecycle
     secret: bytes
 
-    def initialize(self, runner: Runner, secret: str) -> None:
-        self.runner = runner
+    def initialize(self, lifecycle: RunnerLifecycle, secret: str) -> None:
+        self.lifecycle = lifecycle
         self.secret = secret.encode()
 
     def prepare(self) -> None:
@@ -82,13 +85,14 @@ class RunnerHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(400, "the body must be a JSON object")
         return body
 
-    def ready_service(self) -> Any:
-        service = self.runner.service
-        if service is None:
-            if self.runner.status == "error":
-                raise tornado.web.HTTPError(500, self.runner.error or "model failed to load")
+    def serving(self) -> ServingModel:
+        """The ready model; 503 while it loads, 500 if loading failed."""
+        serving = self.lifecycle.serving
+        if serving is None:
+            if self.lifecycle.status == "error":
+                raise tornado.web.HTTPError(500, self.lifecycle.error or "model failed to load")
             raise tornado.web.HTTPError(503, "loading model")
-        return service
+        return serving
 
     def send_json(self, answer: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json")
@@ -102,7 +106,7 @@ def _reason(status: int) -> str | None:
 class HealthHandler(RunnerHandler):
     def get(self) -> None:
         """Status, load progress and load of this runner."""
-        self.send_json(self.runner.health())
+        self.send_json(self.lifecycle.health())
 
 
 class CompletionHandler(RunnerHandler):
@@ -110,14 +114,14 @@ class CompletionHandler(RunnerHandler):
 
     async def post(self) -> None:
         """Stream one completion as NDJSON; a closed connection cancels the sequence."""
-        service = self.ready_service()
+        serving = self.serving()
         body = self.json_body()
         channel = MessageChannel()
         try:
-            completion = service.new_completion(body, channel.push)
+            completion = serving.new_completion(body, channel.push)
         except HanaError as error:
             raise self.fail(error) from error
-        engine = service.engine
+        engine = serving.engine
         self._cancel = lambda: engine.cancel(completion)
         self.set_header("Content-Type", "application/x-ndjson")
         engine.submit(completion)
@@ -143,12 +147,12 @@ class CompletionHandler(RunnerHandler):
 class TokenizeHandler(RunnerHandler):
     def post(self) -> None:
         """Tokens of a text, tokenized like prompts unless told otherwise."""
-        service = self.ready_service()
+        serving = self.serving()
         body = self.json_body()
         content = body.get("content")
         if not isinstance(content, str):
             raise tornado.web.HTTPError(400, "content must be a string")
-        tokens = service.tokenize(
+        tokens = serving.tokenize(
             content,
             add_special=body.get("add_special", True) is not False,
             parse_special=body.get("parse_special", True) is not False,
@@ -159,14 +163,14 @@ class TokenizeHandler(RunnerHandler):
 class DetokenizeHandler(RunnerHandler):
     def post(self) -> None:
         """Text of a token list."""
-        service = self.ready_service()
+        serving = self.serving()
         tokens = self.json_body().get("tokens")
         if not isinstance(tokens, list) or not all(
             isinstance(token, int) and not isinstance(token, bool) for token in tokens
         ):
             raise tornado.web.HTTPError(400, "tokens must be a list of integers")
         try:
-            content = service.detokenize(tokens)
+            content = serving.detokenize(tokens)
         except HanaError as error:
             raise self.fail(error) from error
         self.send_json({"content": content})
@@ -175,13 +179,13 @@ class DetokenizeHandler(RunnerHandler):
 class EmbeddingHandler(RunnerHandler):
     async def post(self) -> None:
         """L2-normalised embeddings of one or more inputs (runners started with --embedding)."""
-        service = self.ready_service()
+        serving = self.serving()
         channel = MessageChannel()
         try:
-            job = service.new_embedding_job(self.json_body(), channel.push)
+            job = serving.new_embedding_job(self.json_body(), channel.push)
         except HanaError as error:
             raise self.fail(error) from error
-        service.engine.submit(job)
+        serving.engine.submit(job)
         (answer,) = await channel.take()
         if "error" in answer:
             raise tornado.web.HTTPError(500, answer["error"])
@@ -194,12 +198,13 @@ class ThreadsHandler(RunnerHandler):
         threads = self.json_body().get("threads")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise tornado.web.HTTPError(400, "threads must be a positive integer")
-        self.runner.set_threads(threads)
+        self.lifecycle.set_threads(threads)
         self.send_json({"threads": threads})
 
 
-def make_app(runner: Runner, secret: str) -> tornado.web.Application:
-    args = {"runner": runner, "secret": secret}
+def make_runner_app(lifecycle: RunnerLifecycle, secret: str) -> tornado.web.Application:
+    """The runner's endpoints (docs/internals.md), each checking `secret`."""
+    args = {"lifecycle": lifecycle, "secret": secret}
     return tornado.web.Application(
         [
             (r"/health", HealthHandler, args),

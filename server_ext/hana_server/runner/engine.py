@@ -24,7 +24,7 @@ import llama_cpp
 
 from hana_server.runner.batch import TokenBatch
 from hana_server.runner.model import LoadedModel
-from hana_server.runner.sequences import NO_TOKEN, Completion, Sink, Slot, SlotPool
+from hana_server.runner.sequences import NO_TOKEN, CompletionSequence, Sink, Slot, SlotPool
 
 log = logging.getLogger("hana_server.runner")
 
@@ -151,7 +151,7 @@ class EngineThread(abc.ABC):
         """Answer every request the engine holds with an error (the engine is going away)."""
 
 
-def _seq_id_of(completion: Completion) -> int:
+def _seq_id_of(completion: CompletionSequence) -> int:
     return completion.slot.seq_id if completion.slot is not None else -1
 
 
@@ -177,8 +177,8 @@ class CompletionEngine(EngineThread):
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._batch = TokenBatch(int(llama_cpp.llama_n_batch(ctx)))
         self._slots = SlotPool(parallel)
-        self._waiting: deque[Completion] = deque()
-        self._active: list[Completion] = []
+        self._waiting: deque[CompletionSequence] = deque()
+        self._active: list[CompletionSequence] = []
         self._round_robin = 0
         # Without a full-size SWA cache, cells older than the window are gone, so a cached prefix
         # is only usable if the window before the reuse point is still there.
@@ -195,10 +195,10 @@ class CompletionEngine(EngineThread):
     def queued_count(self) -> int:
         return len(self._waiting) + len(self._inbox)
 
-    def submit(self, completion: Completion) -> None:
+    def submit(self, completion: CompletionSequence) -> None:
         self._submit(completion)
 
-    def cancel(self, completion: Completion) -> None:
+    def cancel(self, completion: CompletionSequence) -> None:
         """The client went away: the sequence is dropped at the next step (its KV stays cached)."""
         if not completion.finished:
             completion.cancelled = True
@@ -206,7 +206,7 @@ class CompletionEngine(EngineThread):
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _accept(self, command: Completion) -> None:
+    def _accept(self, command: CompletionSequence) -> None:
         self._waiting.append(command)
 
     def _work(self) -> bool:
@@ -268,7 +268,7 @@ class CompletionEngine(EngineThread):
         batch = self._batch
         batch.clear()
         active = self._active
-        to_sample: list[tuple[Completion, int]] = []
+        to_sample: list[tuple[CompletionSequence, int]] = []
 
         # Decode rows in a fixed order (by sequence id, as `_active` is kept): a batch whose shape
         # matches the previous step lets llama.cpp reuse its compute graph. Rotating this order
@@ -316,7 +316,7 @@ class CompletionEngine(EngineThread):
         if any(completion.finished for completion, _ in to_sample):
             self._active = [c for c in self._active if not c.finished]
 
-    def _sample(self, completion: Completion, row: int) -> None:
+    def _sample(self, completion: CompletionSequence, row: int) -> None:
         token = completion.sampler.sample_at(self.ctx, row)
         now = time.perf_counter_ns()
         completion.generated += 1
@@ -345,7 +345,9 @@ class CompletionEngine(EngineThread):
         self._pieces[token] = piece
         return piece
 
-    def _finish(self, completion: Completion, reason: str, now: int, *, flush: bool = True) -> None:
+    def _finish(
+        self, completion: CompletionSequence, reason: str, now: int, *, flush: bool = True
+    ) -> None:
         if flush:
             text = completion.final_text()
             if text:
@@ -353,13 +355,13 @@ class CompletionEngine(EngineThread):
         self._post(completion.sink, completion.summary(reason, now))
         self._release(completion)
 
-    def _release(self, completion: Completion) -> None:
+    def _release(self, completion: CompletionSequence) -> None:
         completion.finished = True
         completion.sampler.close()
         if completion.slot is not None:
             self._slots.release(completion.slot)
 
-    def _decode_failed(self, status: int, completions: list[Completion]) -> None:
+    def _decode_failed(self, status: int, completions: list[CompletionSequence]) -> None:
         # 1 = no KV slot for the batch, 2 = aborted, < 0 = error; the KV of these sequences is in an
         # unknown state, so it is dropped entirely before the slots are used again.
         log.error("llama_decode failed with status %d for %d sequences", status, len(completions))

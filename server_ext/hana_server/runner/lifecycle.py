@@ -1,5 +1,5 @@
 """The runner's life from start to exit: the model loads on a background thread while /health
-already answers, then the ModelService serves; shutdown stops the engine between two steps.
+already answers, then the ServingModel serves; shutdown stops the engine between two steps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hana_server.runner.settings import RunnerSettings
 
 if TYPE_CHECKING:
     from hana_server.runner.model import LlamaLog
-    from hana_server.runner.service import ModelService
+    from hana_server.runner.serving import ServingModel
 
 log = logging.getLogger("hana_server.runner")
 
@@ -23,15 +23,16 @@ log = logging.getLogger("hana_server.runner")
 _WEIGHTS_SHARE = 0.9
 
 
-class Runner:
-    """Status ("loading", "ok", "error"), load progress, and the service once it is ready."""
+class RunnerLifecycle:
+    """The runner process's state: status ("loading", "ok", "error"), load progress, and the
+    ServingModel once it is ready."""
 
     def __init__(self, settings: RunnerSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.status = "loading"
         self.progress = 0.0
         self.error: str | None = None
-        self.service: ModelService | None = None
+        self.serving: ServingModel | None = None
         self._loop = loop
         self._abort = False
         self._llama_log: LlamaLog | None = None
@@ -49,13 +50,13 @@ class Runner:
             # Imported here, not at the top: llama_cpp takes a few hundred ms to import and the
             # port line and /health must not wait for it.
             from hana_server.runner.model import LlamaLog, LoadAborted
-            from hana_server.runner.service import ModelService
+            from hana_server.runner.serving import ServingModel
 
             self._llama_log = LlamaLog()
             self._llama_log.install()
             threads = self.settings.threads
             try:
-                service = ModelService.load(
+                serving = ServingModel.load(
                     self.settings,
                     self._loop,
                     llama_log=self._llama_log,
@@ -66,14 +67,14 @@ class Runner:
             except LoadAborted:
                 return
             if self.settings.threads != threads:
-                service.set_threads(self.settings.threads)  # changed while loading
-            self.service = service
+                serving.set_threads(self.settings.threads)  # changed while loading
+            self.serving = serving
             self.progress = 1.0
             self.status = "ok"
             log.info(
                 "model ready: %s (context %d x %d, %d threads)",
                 self.settings.model,
-                service.n_ctx_seq,
+                serving.n_ctx_seq,
                 self.settings.parallel,
                 self.settings.threads,
             )
@@ -97,8 +98,8 @@ class Runner:
 
     def set_threads(self, threads: int) -> None:
         self.settings.threads = threads
-        if self.service is not None:
-            self.service.set_threads(threads)
+        if self.serving is not None:
+            self.serving.set_threads(threads)
 
     def health(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -112,8 +113,8 @@ class Runner:
         }
         if self.error is not None:
             answer["error"] = self.error
-        if self.service is not None:
-            answer.update(self.service.health_fields())
+        if self.serving is not None:
+            answer.update(self.serving.health_fields())
         return answer
 
     def close(self, timeout: float) -> None:
@@ -121,5 +122,5 @@ class Runner:
         self._abort = True
         if self._loader.ident is not None:
             self._loader.join(timeout)
-        if self.service is not None and not self.service.close(timeout):
+        if self.serving is not None and not self.serving.close(timeout):
             log.warning("engine did not stop within %.1f s", timeout)

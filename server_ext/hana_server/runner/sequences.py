@@ -69,7 +69,7 @@ class SlotPool:
         slot.busy = False
 
 
-class Completion:
+class CompletionSequence:
     """One /completion request: its prompt, sampler, limits and text state, and its timings (ns)."""
 
     def __init__(

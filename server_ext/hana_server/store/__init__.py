@@ -1,11 +1,11 @@
-"""Model store: names, GGUF metadata, Modelfiles, and manifests + blobs in Ollama's layout."""
+"""Model store: names, GGUF metadata, prompt templates, and manifests + blobs in Ollama's layout."""
 
 from __future__ import annotations
 
-from hana_protocol.modelfile import Modelfile
 from hana_server.store.gguf_info import GGUFInfo, InvalidGGUF
+from hana_server.store.model import Model
 from hana_server.store.names import InvalidModelName, ModelName
-from hana_server.store.store import Model, ModelStore
+from hana_server.store.store import ModelStore
 
 __all__ = [
     "GGUFInfo",
@@ -14,5 +14,4 @@ __all__ = [
     "Model",
     "ModelName",
     "ModelStore",
-    "Modelfile",
 ]

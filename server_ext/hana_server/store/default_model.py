@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from hana_protocol.errors import HanaError, ModelNotFound
-from hana_server.store.store import Model, ModelStore
+from hana_server.store.model import Model
+from hana_server.store.store import ModelStore
 
 log = logging.getLogger("hana.store")
 

@@ -242,7 +242,8 @@ def test_blob_upload_checks_the_digest(server: HanaServerProcess) -> None:
     assert "digest mismatch" in response.json()["error"]
     assert server.http.head(f"/api/blobs/{wrong}").status_code == 404
     assert server.http.head("/api/blobs/sha256:xyz").status_code == 400
-    assert not list((server.models_dir / "blobs").glob("upload-*"))
+    # The refused upload left no temp file behind.
+    assert not list((server.models_dir / "blobs").glob(".tmp-*"))
 
 
 def test_create_with_modelfile_fields_and_parameters(server: HanaServerProcess) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hana_server.runner.engine import CompletionEngine
 from hana_server.runner.model import LlamaLog
-from hana_server.runner.service import ModelService
+from hana_server.runner.serving import ServingModel
 from hana_server.runner.settings import RunnerSettings
 
 
@@ -19,7 +19,7 @@ async def test_engine_failure_fails_requests_and_reports_the_crash(
     loop = asyncio.get_running_loop()
     crashed: asyncio.Future[str] = loop.create_future()
     settings = RunnerSettings(model=tiny_gguf_path, ctx_size=128, parallel=1, threads=1)
-    service = ModelService.load(
+    service = ServingModel.load(
         settings,
         loop,
         llama_log=LlamaLog(),

@@ -1,4 +1,8 @@
-"""Request bodies of the native Ollama API as pydantic models (responses are plain dicts)."""
+"""Request bodies of the native Ollama API as pydantic models (responses are plain dicts).
+
+Outside api/ on purpose: the handlers parse them and the request logic (generation, service)
+reads them, and neither side imports the other through them.
+"""
 
 from __future__ import annotations
 

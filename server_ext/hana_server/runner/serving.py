@@ -1,6 +1,6 @@
-"""The loaded model and its engine, and the translation of HTTP bodies into engine work: prompts
-tokenized and fitted to the context, options checked, sampler chains built (in the HTTP thread, so
-bad input is refused with 400 before anything reaches the engine).
+"""`ServingModel`: the loaded model and its engine, and the translation of HTTP bodies into
+engine work: prompts tokenized and fitted to the context, options checked, sampler chains built
+(in the HTTP thread, so bad input is refused with 400 before anything reaches the engine).
 
 This is the only runner module that the HTTP side reaches for llama.cpp; it is imported by the
 loader thread, so the runner answers /health before llama_cpp is even imported.
@@ -21,7 +21,7 @@ from hana_server.runner.embedding import EmbeddingEngine, EmbeddingJob
 from hana_server.runner.engine import CompletionEngine
 from hana_server.runner.model import LlamaLog, LoadedModel, cells_per_sequence, free_context
 from hana_server.runner.sampling import SamplingOptions, build_sampler_chain, grammar_from_request
-from hana_server.runner.sequences import Completion, Sink
+from hana_server.runner.sequences import CompletionSequence, Sink
 from hana_server.runner.settings import RunnerSettings
 
 log = logging.getLogger("hana_server.runner")
@@ -29,7 +29,7 @@ log = logging.getLogger("hana_server.runner")
 CONTEXT_EXCEEDED = "the input length exceeds the context length"
 
 
-class ModelService:
+class ServingModel:
     """Everything a ready runner serves. Created by `load` on the loader thread."""
 
     def __init__(
@@ -58,7 +58,7 @@ class ModelService:
         on_progress: Callable[[float], None],
         should_abort: Callable[[], bool],
         on_engine_crash: Callable[[str], None],
-    ) -> ModelService:
+    ) -> ServingModel:
         model = LoadedModel.load(settings.model, on_progress=on_progress, should_abort=should_abort)
         ctx = model.new_context(settings)
         try:
@@ -93,7 +93,7 @@ class ModelService:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def new_completion(self, body: Mapping[str, Any], sink: Sink) -> Completion:
+    def new_completion(self, body: Mapping[str, Any], sink: Sink) -> CompletionSequence:
         if not isinstance(self.engine, CompletionEngine):
             raise InvalidRequest("this runner serves embeddings only (started with --embedding)")
         prompt = body.get("prompt")
@@ -109,7 +109,7 @@ class ModelService:
             self.model.vocab, self.model.n_vocab, self.n_ctx_seq, options, grammar
         )
         window = self.n_ctx_seq if options.repeat_last_n < 0 else options.repeat_last_n
-        return Completion(
+        return CompletionSequence(
             tokens,
             sampler,
             options,

@@ -1,0 +1,90 @@
+"""`Model`: one installed model as its manifest describes it, with Ollama's details and
+capabilities (what the weights and the prompt template let it do)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hana_protocol.errors import InvalidRequest
+from hana_server.store.gguf_info import GGUFInfo
+from hana_server.store.names import ModelName
+
+# Capabilities that come from the weights; the others come from the prompt template.
+WEIGHT_CAPABILITIES = ("completion", "embedding", "vision")
+
+
+def template_capabilities(template: str | None, chat_template: str | None = None) -> list[str]:
+    """What a prompt template lets a model do: a Go template's `.Tools`, `.Suffix`, `.Think`
+    variables, or (without one) a GGUF Jinja template that reads `tools`."""
+    if template is None:
+        return ["tools"] if chat_template and re.search(r"\btools\b", chat_template) else []
+    found = []
+    for var, capability in (("Tools", "tools"), ("Suffix", "insert"), ("Think", "thinking")):
+        if re.search(rf"\.{var}\b", template):
+            found.append(capability)
+    return found
+
+
+def weight_capabilities(info: GGUFInfo) -> list[str]:
+    # Ollama's rule: a pooling type makes an embedding model, anything else completes text.
+    return ["embedding"] if info.pooling_type is not None else ["completion"]
+
+
+@functools.lru_cache(maxsize=256)
+def _weight_capabilities_of(path: Path, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(weight_capabilities(GGUFInfo.read(path)))
+
+
+@dataclass(frozen=True)
+class Model:
+    """One installed model, as its manifest and small layers describe it."""
+
+    name: ModelName
+    digest: str  # sha256 hex of the manifest bytes, as /api/tags shows it
+    modified_at: datetime
+    size: int
+    model_path: Path
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    license: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    parent_model: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def details(self) -> dict[str, Any]:
+        """Ollama's ModelDetails."""
+        c = self.config
+        details: dict[str, Any] = {
+            "parent_model": self.parent_model,
+            "format": c.get("model_format") or "gguf",
+            "family": c.get("model_family", ""),
+            "families": c.get("model_families"),
+            "parameter_size": c.get("model_type", ""),
+            "quantization_level": c.get("file_type", ""),
+        }
+        for key in ("context_length", "embedding_length"):
+            if c.get(key):
+                details[key] = c[key]
+        return details
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What the model can do: "completion" or "embedding", plus what its template offers
+        ("tools", "insert", "thinking")."""
+        stored = self.config.get("capabilities")
+        if isinstance(stored, list):
+            return list(stored)
+        # Written by Ollama, whose config does not record them: derive them the way it does.
+        try:
+            mtime_ns = self.model_path.stat().st_mtime_ns
+            weights = list(_weight_capabilities_of(self.model_path, mtime_ns))
+        except (OSError, InvalidRequest):
+            weights = ["completion"]
+        return weights + template_capabilities(self.template)
