@@ -16,8 +16,10 @@ from typing import Any
 
 import httpx
 
+from hana_protocol.env import env_value
+from hana_protocol.hosts import host_from_env
 from hana_server import __version__
-from hana_server.config import HanaSettings, env_value, parse_host
+from hana_server.config import HanaSettings
 
 TIMEOUT = httpx.Timeout(10.0, read=None)
 
@@ -26,9 +28,7 @@ def server_url() -> str:
     value = env_value("HANA_URL")
     if value:
         return value.rstrip("/")
-    host, port = parse_host(env_value("HANA_HOST", "OLLAMA_HOST") or "127.0.0.1:11434")
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{host}:{port}"
+    return host_from_env().url.rstrip("/")
 
 
 class CLIError(Exception):
