@@ -23,6 +23,7 @@ from hana_server.api.schemas import (
     GenerateRequest,
     ShowRequest,
 )
+from hana_server.api.state import runner_json
 from hana_protocol.errors import InvalidRequest
 from hana_server.generation import Completion
 
@@ -110,7 +111,7 @@ class TagsHandler(HanaHandlerMixin):
 class PsHandler(HanaHandlerMixin):
     async def get(self) -> None:
         """Loaded models with their runners' state."""
-        self.send_json({"models": self.service.scheduler.ps()})
+        self.send_json({"models": [runner_json(r) for r in self.service.scheduler.ps()]})
 
 
 class ShowHandler(HanaHandlerMixin):

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from conftest import StartRunner
 from hana_protocol.errors import InvalidRequest
-from hana_server.runners import RunnerClient, RunnerProcess
+from hana_server.launchers import RunnerClient, RunnerProcess
 
 GREEDY = {"temperature": 0}
 

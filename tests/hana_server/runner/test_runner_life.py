@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from hana_protocol.errors import RunnerFailed
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 
 def process_gone(pid: int) -> bool:
@@ -92,7 +92,7 @@ def test_runner_refuses_to_start_without_a_secret(tiny_gguf_path: Path) -> None:
 
 PARENT_SCRIPT = """
 import asyncio, sys
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 async def main():
     runner = await RunnerProcess.start(sys.argv[1], ctx_size=128, parallel=1, threads=1)

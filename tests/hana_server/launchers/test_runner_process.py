@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 from hana_protocol.errors import RunnerFailed
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 
 def gone(pid: int) -> bool:
