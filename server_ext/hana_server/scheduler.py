@@ -327,8 +327,9 @@ class Scheduler:
         idle = [r for r in self._runners if r.idle and not self._has_waiters(r)]
         if idle:
             return min(idle, key=lambda r: (r.pinned, r.last_used))
-        in_use = [r for r in self._runners if r.phase == "ready"]
-        return min(in_use, key=lambda r: (r.pinned, r.last_used)) if in_use else None
+        # Every ready runner is in use or wanted: the least recently used one drains.
+        ready = [r for r in self._runners if r.phase == "ready"]
+        return min(ready, key=lambda r: (r.pinned, r.last_used)) if ready else None
 
     def _has_waiters(self, runner: LoadedRunner) -> bool:
         return any(runner.spec.covers(w.spec) for w in self._waiters)
