@@ -61,7 +61,7 @@ CTX_PER_SEQ = 4096  # hana's default num_ctx: the raw loop gets the same per-seq
 
 def granted_threads() -> int:
     try:
-        from hana_server.runners.cpu import granted_cpus
+        from hana_server.launchers.cpu import granted_cpus
     except ImportError:
         return len(os.sched_getaffinity(0))
     return granted_cpus()

@@ -32,7 +32,7 @@ from tornado import httpserver, web
 from traitlets import Bool, default
 
 from hana_server import __version__
-from hana_server.api import hana
+from hana_server.api import state
 from hana_server.api.routes import build_routes
 from hana_server.config import HanaSettings
 from hana_server.service import HanaService
@@ -44,8 +44,8 @@ AUTH_RESOURCE = "hana"
 # Polled by the Lab status bar and the runner panel: a tab left open must not keep an idle
 # server alive (JupyterHub culler, ServerApp.shutdown_no_activity_timeout).
 UNTRACKED_HANDLERS: tuple[type[web.RequestHandler], ...] = (
-    hana.StatusHandler,
-    hana.EventsHandler,
+    state.StatusHandler,
+    state.EventsHandler,
 )
 
 # What kernels and tools read to find the server; restored on stop so an embedding process (or a
@@ -270,7 +270,7 @@ class HanaApp(ExtensionApp, HanaSettings):
 
     def current_activity(self) -> bool:
         """True while a request generates or waits, so idle culling leaves the server running."""
-        return self.service is not None and self.service.scheduler.busy()
+        return self.service is not None and self.service.scheduler.has_work()
 
     # ------------------------------------------------------------------------------- stop
 

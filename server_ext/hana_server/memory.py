@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hana_server.scheduler import RunnerSpec
+    from hana_server.launchers.protocol import RunnerSpec
     from hana_server.store.gguf_info import GGUFInfo
 
 RESERVE = 1 << 30  # left for the notebook server, kernels and the page cache

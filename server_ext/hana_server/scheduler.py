@@ -1,4 +1,7 @@
-"""The scheduler: which runner processes exist, who may use them, and when they go away.
+"""The scheduler: which runners exist, who may use them, and when they go away.
+
+Runners are started through the `RunnerLauncher` it receives (processes in a server, a scripted
+fake in tests) and shown as `RunnerSnapshot`s; it never formats anything for a client.
 
 All scheduling state lives in this object and is changed only on the event loop by plain
 (non-async) methods, so no step is interleaved with another; `_pump()` is the one place that
@@ -28,9 +31,15 @@ from typing import Any
 from hana_protocol.durations import FOREVER
 from hana_protocol.errors import HanaError, ModelTooLarge, RunnerFailed, ServerBusy
 from hana_server.events import EventBus
+from hana_server.launchers.cpu import granted_cpus
+from hana_server.launchers.protocol import (
+    LaunchedRunner,
+    RunnerConnection,
+    RunnerLauncher,
+    RunnerSpec,
+)
 from hana_server.memory import MemoryBudget, estimate_runner_bytes
-from hana_server.runners import RunnerProcess
-from hana_server.runners.cpu import granted_cpus
+from hana_server.snapshots import RunnerSnapshot, WaitingSnapshot
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.store import Model
 
@@ -42,24 +51,7 @@ RUNNER_LOST = (
 )
 FAR_FUTURE = datetime(2318, 1, 1, tzinfo=UTC)  # what Ollama shows for "forever"
 
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """What a runner process is started with; a request fits a runner whose spec covers it."""
-
-    model_path: Path
-    ctx_size: int
-    parallel: int
-    embedding: bool
-    swa_full: bool
-
-    def covers(self, other: RunnerSpec) -> bool:
-        # A smaller num_ctx is served by a bigger loaded context instead of reloading (ollama#8903).
-        return (
-            self.model_path == other.model_path
-            and self.embedding == other.embedding
-            and self.ctx_size >= other.ctx_size
-        )
+__all__ = ["RUNNER_LOST", "Lease", "LoadedRunner", "RunnerSpec", "Scheduler"]
 
 
 @dataclass
@@ -74,17 +66,17 @@ class Waiter:
 
 
 @dataclass(eq=False)
-class Runner:
-    """The scheduler's record of one runner process."""
+class LoadedRunner:
+    """The scheduler's record of one runner it launched (loading, serving or going away)."""
 
     id: int
     model: Model
     spec: RunnerSpec
     size: int
     keep_alive: float
-    state: str = "loading"  # loading | ready | draining | unloading
-    proc: RunnerProcess | None = None
-    in_flight: int = 0
+    phase: str = "loading"  # loading | ready | draining | unloading
+    launched: LaunchedRunner | None = None
+    active_requests: int = 0  # leases held on it
     threads: int = 1
     progress: float = 0.0
     last_used: float = field(default_factory=time.monotonic)
@@ -95,7 +87,7 @@ class Runner:
 
     @property
     def idle(self) -> bool:
-        return self.state == "ready" and self.in_flight == 0
+        return self.phase == "ready" and self.active_requests == 0
 
     @property
     def pinned(self) -> bool:
@@ -105,16 +97,16 @@ class Runner:
 class Lease:
     """The right to send requests to one runner; release it (or use `async with`) when done."""
 
-    def __init__(self, scheduler: Scheduler, runner: Runner) -> None:
+    def __init__(self, scheduler: Scheduler, runner: LoadedRunner) -> None:
         self._scheduler = scheduler
         self.runner = runner
         self.load_duration = 0.0  # seconds this request waited for its runner to load
         self._released = False
 
     @property
-    def client(self) -> Any:
-        assert self.runner.proc is not None
-        return self.runner.proc.client
+    def client(self) -> RunnerConnection:
+        assert self.runner.launched is not None
+        return self.runner.launched.client
 
     @property
     def context_length(self) -> int:
@@ -142,6 +134,7 @@ class Scheduler:
     def __init__(
         self,
         *,
+        launcher: RunnerLauncher,
         default_keep_alive: float,
         max_loaded_models: int,
         num_parallel: int,
@@ -153,6 +146,7 @@ class Scheduler:
         num_parallel_per_model: dict[str, int] | None = None,
         thread_budget: bool = True,
     ) -> None:
+        self.launcher = launcher
         self.default_keep_alive = default_keep_alive
         self.max_loaded_models = max(1, max_loaded_models)
         self.num_parallel = max(1, num_parallel)
@@ -164,7 +158,7 @@ class Scheduler:
         self.cpus = num_threads or granted_cpus()
         self.thread_budget = thread_budget
         self.events = EventBus()
-        self._runners: list[Runner] = []
+        self._runners: list[LoadedRunner] = []
         self._waiters: deque[Waiter] = deque()
         self._ids = itertools.count(1)
         self._infos: dict[Path, GGUFInfo] = {}
@@ -232,19 +226,19 @@ class Scheduler:
         self._changed()
         self._pump()
 
-    def _ready_runner(self, spec: RunnerSpec) -> Runner | None:
+    def _ready_runner(self, spec: RunnerSpec) -> LoadedRunner | None:
         for runner in self._runners:
             if (
-                runner.state == "ready"
+                runner.phase == "ready"
                 and runner.spec.covers(spec)
-                and runner.in_flight < runner.spec.parallel
+                and runner.active_requests < runner.spec.parallel
                 and not any(w.spec.model_path == spec.model_path for w in self._waiters)
             ):
                 return runner
         return None
 
-    def _admit(self, runner: Runner, keep_alive: float | None) -> Lease:
-        runner.in_flight += 1
+    def _admit(self, runner: LoadedRunner, keep_alive: float | None) -> Lease:
+        runner.active_requests += 1
         runner.last_used = time.monotonic()
         if keep_alive is not None:
             runner.keep_alive = keep_alive  # the last request that says wins, as in Ollama
@@ -253,10 +247,10 @@ class Scheduler:
         self._changed()
         return Lease(self, runner)
 
-    def _release(self, runner: Runner) -> None:
-        runner.in_flight = max(0, runner.in_flight - 1)
+    def _release(self, runner: LoadedRunner) -> None:
+        runner.active_requests = max(0, runner.active_requests - 1)
         runner.last_used = time.monotonic()
-        if runner in self._runners and runner.in_flight == 0 and runner.state == "ready":
+        if runner in self._runners and runner.active_requests == 0 and runner.phase == "ready":
             self._arm_expiry(runner)
         self._rebalance_threads()
         self._changed()
@@ -275,19 +269,19 @@ class Scheduler:
             runner = self._runner_for(waiter.spec)
             if runner is None:
                 self._try_load(waiter)
-            elif runner.state == "ready" and runner.in_flight < runner.spec.parallel:
+            elif runner.phase == "ready" and runner.active_requests < runner.spec.parallel:
                 self._waiters.remove(waiter)
                 lease = self._admit(runner, waiter.keep_alive)
                 lease.load_duration = time.monotonic() - waiter.since
                 waiter.future.set_result(lease)
         for runner in list(self._runners):
-            if runner.state == "draining" and runner.in_flight == 0:
+            if runner.phase == "draining" and runner.active_requests == 0:
                 self._unload(runner)
 
-    def _runner_for(self, spec: RunnerSpec) -> Runner | None:
+    def _runner_for(self, spec: RunnerSpec) -> LoadedRunner | None:
         """The runner that will serve `spec`: a compatible live one (loading counts)."""
         for runner in self._runners:
-            if runner.state in ("loading", "ready") and runner.spec.covers(spec):
+            if runner.phase in ("loading", "ready") and runner.spec.covers(spec):
                 return runner
         return None
 
@@ -295,9 +289,9 @@ class Scheduler:
         spec = waiter.spec
         # An incompatible runner of the same model (smaller context) drains, then reloads.
         for runner in self._runners:
-            if runner.spec.model_path == spec.model_path and runner.state in ("ready", "loading"):
-                if runner.state == "ready":
-                    runner.state = "draining"
+            if runner.spec.model_path == spec.model_path and runner.phase in ("ready", "loading"):
+                if runner.phase == "ready":
+                    runner.phase = "draining"
                     self._cancel_expiry(runner)
                     self._changed()
                 return
@@ -312,39 +306,40 @@ class Scheduler:
             log.info(
                 "evicting %s to make room for %s", victim.model.name.display, waiter.model.name
             )
-            if victim.in_flight == 0:
+            if victim.active_requests == 0:
                 self._unload(victim)
             else:
-                victim.state = "draining"
+                victim.phase = "draining"
                 self._cancel_expiry(victim)
                 self._changed()
 
     def _fits(self, size: int) -> bool:
-        live = [r for r in self._runners if r.state != "unloading"]
-        going = [r for r in self._runners if r.state == "unloading"]
+        live = [r for r in self._runners if r.phase != "unloading"]
+        going = [r for r in self._runners if r.phase == "unloading"]
         if len(live) + len(going) >= self.max_loaded_models:
             return False
         used = sum(r.size for r in self._runners)
         return used + size <= self.memory.total()
 
-    def _pick_victim(self) -> Runner | None:
-        if any(r.state in ("draining", "unloading") for r in self._runners):
+    def _pick_victim(self) -> LoadedRunner | None:
+        if any(r.phase in ("draining", "unloading") for r in self._runners):
             return None  # room is already being made; wait for it
         idle = [r for r in self._runners if r.idle and not self._has_waiters(r)]
         if idle:
             return min(idle, key=lambda r: (r.pinned, r.last_used))
-        busy = [r for r in self._runners if r.state == "ready"]
-        return min(busy, key=lambda r: (r.pinned, r.last_used)) if busy else None
+        # Every ready runner is in use or wanted: the least recently used one drains.
+        ready = [r for r in self._runners if r.phase == "ready"]
+        return min(ready, key=lambda r: (r.pinned, r.last_used)) if ready else None
 
-    def _has_waiters(self, runner: Runner) -> bool:
+    def _has_waiters(self, runner: LoadedRunner) -> bool:
         return any(runner.spec.covers(w.spec) for w in self._waiters)
 
     # ------------------------------------------------------------- load/unload
 
     def _start_load(self, waiter: Waiter, size: int) -> None:
         keep_alive = waiter.keep_alive if waiter.keep_alive is not None else self.default_keep_alive
-        runner = Runner(next(self._ids), waiter.model, waiter.spec, size, keep_alive)
-        runner.threads = self._threads_for(len(self._busy()) + 1)
+        runner = LoadedRunner(next(self._ids), waiter.model, waiter.spec, size, keep_alive)
+        runner.threads = self._threads_for(len(self._using_cores()) + 1)
         self._runners.append(runner)
         runner.load_task = asyncio.get_running_loop().create_task(self._load(runner))
         log.info(
@@ -357,24 +352,17 @@ class Scheduler:
         )
         self._changed()
 
-    async def _load(self, runner: Runner) -> None:
+    async def _load(self, runner: LoadedRunner) -> None:
         started = time.monotonic()
         try:
-            proc = await RunnerProcess.start(
-                runner.spec.model_path,
-                ctx_size=runner.spec.ctx_size,
-                parallel=runner.spec.parallel,
-                threads=runner.threads,
-                embedding=runner.spec.embedding,
-                swa_full=runner.spec.swa_full,
-            )
-            runner.proc = proc
+            launched = await self.launcher.launch(runner.spec, threads=runner.threads)
+            runner.launched = launched
 
             def on_progress(progress: float) -> None:
                 runner.progress = progress
                 self._changed()
 
-            await proc.wait_ready(self.load_timeout, on_progress)
+            await launched.wait_ready(self.load_timeout, on_progress)
         except (HanaError, OSError) as error:
             self._load_failed(runner, error)
             return
@@ -382,24 +370,26 @@ class Scheduler:
             self._load_failed(runner, RunnerFailed("server is shutting down"))
             raise
         if runner not in self._runners:
-            await proc.terminate()
+            await launched.terminate()
             return
-        runner.state = "ready"
+        runner.phase = "ready"
         runner.progress = 1.0
         runner.last_used = time.monotonic()
         load_seconds = time.monotonic() - started
-        log.info("loaded %s in %.2fs (pid %s)", runner.model.name.display, load_seconds, proc.pid)
-        asyncio.get_running_loop().create_task(self._watch(runner, proc))
+        log.info(
+            "loaded %s in %.2fs (pid %s)", runner.model.name.display, load_seconds, launched.pid
+        )
+        asyncio.get_running_loop().create_task(self._watch(runner, launched))
         self._pump()  # hand the new runner to its waiters before its keep-alive can start
         if runner.idle:
             self._arm_expiry(runner)
         self._changed()
 
-    def _load_failed(self, runner: Runner, error: Exception) -> None:
+    def _load_failed(self, runner: LoadedRunner, error: Exception) -> None:
         message = error.message if isinstance(error, HanaError) else str(error)
         log.error("loading %s failed: %s", runner.model.name.display, message)
-        if runner.proc is not None:
-            asyncio.get_running_loop().create_task(runner.proc.terminate())
+        if runner.launched is not None:
+            asyncio.get_running_loop().create_task(runner.launched.terminate())
         if runner in self._runners:
             self._runners.remove(runner)
         failure = error if isinstance(error, HanaError) else RunnerFailed(message)
@@ -413,36 +403,39 @@ class Scheduler:
         self._changed()
         self._pump()
 
-    async def _watch(self, runner: Runner, proc: RunnerProcess) -> None:
+    async def _watch(self, runner: LoadedRunner, launched: LaunchedRunner) -> None:
         """Notice a runner that dies on its own (crash, OOM kill, kill -9)."""
-        code = await proc.exited
-        if runner in self._runners and runner.state != "unloading":
+        code = await launched.exited
+        if runner in self._runners and runner.phase != "unloading":
             log.error(
-                "runner for %s (pid %s) exited with %s", runner.model.name.display, proc.pid, code
+                "runner for %s (pid %s) exited with %s",
+                runner.model.name.display,
+                launched.pid,
+                code,
             )
             self._cancel_expiry(runner)
             self._runners.remove(runner)
             self.events.publish(
-                {"event": "crashed", "model": runner.model.name.display, "pid": proc.pid}
+                {"event": "crashed", "model": runner.model.name.display, "pid": launched.pid}
             )
             self._changed()
             self._pump()
 
-    def _unload(self, runner: Runner) -> None:
-        if runner.state == "unloading":
+    def _unload(self, runner: LoadedRunner) -> None:
+        if runner.phase == "unloading":
             return
-        runner.state = "unloading"
+        runner.phase = "unloading"
         self._cancel_expiry(runner)
         self._changed()
         asyncio.get_running_loop().create_task(self._terminate(runner))
 
-    async def _terminate(self, runner: Runner) -> None:
+    async def _terminate(self, runner: LoadedRunner) -> None:
         if runner.load_task is not None and not runner.load_task.done():
             runner.load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner.load_task
-        if runner.proc is not None:
-            await runner.proc.terminate()
+        if runner.launched is not None:
+            await runner.launched.terminate()
         if runner in self._runners:
             self._runners.remove(runner)
         log.info("unloaded %s", runner.model.name.display)
@@ -453,7 +446,7 @@ class Scheduler:
 
     # -------------------------------------------------------------- keep-alive
 
-    def _arm_expiry(self, runner: Runner) -> None:
+    def _arm_expiry(self, runner: LoadedRunner) -> None:
         self._cancel_expiry(runner)
         if runner.keep_alive == FOREVER:
             runner.expires_at = FAR_FUTURE
@@ -467,16 +460,16 @@ class Scheduler:
             runner.keep_alive, self._expire, runner
         )
 
-    def _cancel_expiry(self, runner: Runner) -> None:
+    def _cancel_expiry(self, runner: LoadedRunner) -> None:
         if runner.expiry is not None:
             runner.expiry.cancel()
             runner.expiry = None
         if runner.keep_alive == FOREVER:
             runner.expires_at = FAR_FUTURE
-        elif runner.state in ("loading", "ready"):
+        elif runner.phase in ("loading", "ready"):
             runner.expires_at = datetime.now(UTC) + timedelta(seconds=max(runner.keep_alive, 0))
 
-    def _expire(self, runner: Runner) -> None:
+    def _expire(self, runner: LoadedRunner) -> None:
         runner.expiry = None
         if runner in self._runners and runner.idle:
             self._unload(runner)
@@ -485,14 +478,14 @@ class Scheduler:
         """Apply a keep-alive to the loaded runner of `model` (0 = unload when idle)."""
         found = False
         for runner in self._runners:
-            if runner.spec.model_path == model.model_path and runner.state != "unloading":
+            if runner.spec.model_path == model.model_path and runner.phase != "unloading":
                 found = True
                 runner.keep_alive = keep_alive
                 if keep_alive == 0:
-                    if runner.in_flight == 0 and runner.state == "ready":
+                    if runner.active_requests == 0 and runner.phase == "ready":
                         self._unload(runner)
-                    elif runner.state == "ready":
-                        runner.state = "draining"
+                    elif runner.phase == "ready":
+                        runner.phase = "draining"
                 elif runner.idle:
                     self._arm_expiry(runner)
                 else:
@@ -503,84 +496,74 @@ class Scheduler:
 
     # ----------------------------------------------------------------- threads
 
-    def _busy(self) -> list[Runner]:
-        return [r for r in self._runners if r.in_flight > 0 or r.state == "loading"]
+    def _using_cores(self) -> list[LoadedRunner]:
+        """Runners that compute now or soon: loading, or holding leases."""
+        return [r for r in self._runners if r.active_requests > 0 or r.phase == "loading"]
 
-    def _threads_for(self, busy_count: int) -> int:
+    def _threads_for(self, sharing: int) -> int:
         if not self.thread_budget:
             return self.cpus  # every runner takes all cores (to measure what the budget saves)
-        return max(1, self.cpus // max(1, busy_count))
+        return max(1, self.cpus // max(1, sharing))
 
     def _rebalance_threads(self) -> None:
-        """Split the granted cores among busy runners: oversubscription costs 2-3x on 2 cores."""
-        busy = [r for r in self._runners if r.in_flight > 0 and r.state != "unloading"]
-        share = self._threads_for(len(busy))
-        for runner in busy:
-            if runner.threads != share and runner.proc is not None:
+        """Split the granted cores among serving runners: oversubscription costs 2-3x on 2 cores."""
+        serving = [r for r in self._runners if r.active_requests > 0 and r.phase != "unloading"]
+        share = self._threads_for(len(serving))
+        for runner in serving:
+            if runner.threads != share and runner.launched is not None:
                 runner.threads = share
                 asyncio.get_running_loop().create_task(self._set_threads(runner, share))
 
-    async def _set_threads(self, runner: Runner, threads: int) -> None:
+    async def _set_threads(self, runner: LoadedRunner, threads: int) -> None:
         with contextlib.suppress(Exception):
-            if runner.proc is not None:
-                await runner.proc.client.set_threads(threads)
+            if runner.launched is not None:
+                await runner.launched.client.set_threads(threads)
 
     # ------------------------------------------------------------------- state
 
-    def queued(self, runner: Runner) -> int:
+    def _queued_for(self, runner: LoadedRunner) -> int:
         return sum(1 for w in self._waiters if runner.spec.covers(w.spec))
 
-    def ps(self) -> list[dict[str, Any]]:
-        """`/api/ps` entries: Ollama's fields plus hana's state, counts, pid and port."""
-        entries = []
-        for runner in self._runners:
-            model = runner.model
-            expires = runner.expires_at or datetime.now(UTC)
-            state = runner.state
-            if state == "ready" and runner.in_flight:
-                state = "busy"
-            elif state in ("draining", "unloading"):
-                state = "expiring"
-            entries.append(
-                {
-                    "name": model.name.display,
-                    "model": model.name.display,
-                    "size": runner.size,
-                    "digest": model.digest,
-                    "details": model.details(),
-                    "expires_at": expires.isoformat().replace("+00:00", "Z"),
-                    "size_vram": 0,
-                    "context_length": runner.spec.ctx_size,
-                    "state": state,
-                    "in_flight": runner.in_flight,
-                    "queued": self.queued(runner),
-                    "num_parallel": runner.spec.parallel,
-                    "pid": runner.proc.pid if runner.proc else None,
-                    "port": runner.proc.port if runner.proc else None,
-                    "threads": runner.threads,
-                    "load_progress": round(runner.progress, 3),
-                    "keep_alive": -1 if runner.pinned else runner.keep_alive,
-                    "tokens_per_second": runner.tokens_per_second,
-                }
-            )
-        entries.sort(key=lambda e: e["expires_at"], reverse=True)
-        return entries
+    def ps(self) -> list[RunnerSnapshot]:
+        """Every runner, the one expiring last first (Ollama's order for `/api/ps`)."""
+        snapshots = [self._snapshot(runner) for runner in self._runners]
+        snapshots.sort(key=lambda s: s.expires_at, reverse=True)
+        return snapshots
 
-    def waiting(self) -> list[dict[str, Any]]:
+    def _snapshot(self, runner: LoadedRunner) -> RunnerSnapshot:
+        launched = runner.launched
+        return RunnerSnapshot(
+            model=runner.model,
+            phase=runner.phase,
+            active_requests=runner.active_requests,
+            queued=self._queued_for(runner),
+            num_parallel=runner.spec.parallel,
+            context_length=runner.spec.ctx_size,
+            size=runner.size,
+            expires_at=runner.expires_at or datetime.now(UTC),
+            keep_alive=runner.keep_alive,
+            pid=launched.pid if launched else None,
+            port=launched.port if launched else None,
+            threads=runner.threads,
+            load_progress=runner.progress,
+            tokens_per_second=runner.tokens_per_second,
+        )
+
+    def waiting(self) -> list[WaitingSnapshot]:
         """Requests waiting for a model that has no runner yet (shown as 'queued')."""
         counts: dict[str, int] = {}
         for waiter in self._waiters:
             if self._runner_for(waiter.spec) is None:
                 name = waiter.model.name.display
                 counts[name] = counts.get(name, 0) + 1
-        return [{"name": name, "queued": n} for name, n in counts.items()]
+        return [WaitingSnapshot(name, n) for name, n in counts.items()]
 
     def _changed(self) -> None:
         self.events.publish_state(lambda: {"models": self.ps(), "waiting": self.waiting()})
 
-    def busy(self) -> bool:
+    def has_work(self) -> bool:
         """True while any request holds or waits for a runner (Jupyter's idle culler asks)."""
-        return bool(self._waiters) or any(r.in_flight for r in self._runners)
+        return bool(self._waiters) or any(r.active_requests for r in self._runners)
 
     # ---------------------------------------------------------------- shutdown
 
@@ -594,7 +577,7 @@ class Scheduler:
         runners = list(self._runners)
         for runner in runners:
             self._cancel_expiry(runner)
-            runner.state = "unloading"
+            runner.phase = "unloading"
         await asyncio.gather(*(self._terminate(r) for r in runners), return_exceptions=True)
         self._runners.clear()
         self.events.close()

@@ -11,6 +11,7 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_server.config import HanaSettings
 from hana_server.generation import GenerationService
+from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
 from hana_server.requests import CreateRequest
 from hana_server.scheduler import Scheduler
@@ -25,10 +26,12 @@ log = logging.getLogger("hana")
 class HanaService:
     """One model server: a store, a scheduler of runner processes, and the request logic."""
 
-    def __init__(self, settings: HanaSettings) -> None:
+    def __init__(self, settings: HanaSettings, launcher: RunnerLauncher | None = None) -> None:
+        """`launcher` starts runners: processes unless given (tests pass a scripted one)."""
         self.settings = settings
         self.store = ModelStore(Path(settings.models_dir).expanduser())
         self.scheduler = Scheduler(
+            launcher=launcher or ProcessLauncher(),
             default_keep_alive=settings.default_keep_alive_seconds,
             max_loaded_models=settings.max_loaded_models,
             num_parallel=settings.num_parallel,

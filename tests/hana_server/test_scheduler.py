@@ -1,4 +1,8 @@
-"""Scheduler behaviour seen from outside: real server, real runner processes, tiny models."""
+"""Scheduler behaviour seen from outside, through real HTTP. Policy runs on scripted runners
+(`scripted_server.py`: the real app and scheduler, runners that answer in milliseconds); the tests
+that need real runner processes (spawn, kill -9, SIGTERM, parent death) keep them. The policy in
+detail, without HTTP, is in test_scheduling_policy.py.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,13 +17,16 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from scripted_runner import Gate, Script
+from scripted_server import ScriptedServer
 from server_harness import HanaServerProcess, wait_for
 
 LONG = {"num_predict": 100_000, "temperature": 0}
+Server = HanaServerProcess | ScriptedServer
 
 
 @contextmanager
-def streaming(server: HanaServerProcess, model: str, **body: Any) -> Iterator[Iterator[dict]]:
+def streaming(server: Server, model: str, **body: Any) -> Iterator[Iterator[dict]]:
     """An open /api/generate stream; leaving the block closes the connection (a disconnect)."""
     payload = {"model": model, "prompt": "go", "options": LONG, **body}
     with (
@@ -31,7 +37,7 @@ def streaming(server: HanaServerProcess, model: str, **body: Any) -> Iterator[It
         yield (json.loads(line) for line in response.iter_lines() if line.strip())
 
 
-def generate(server: HanaServerProcess, model: str, **options: Any) -> dict:
+def generate(server: Server, model: str, **options: Any) -> dict:
     body = {
         "model": model,
         "prompt": "hi",
@@ -43,8 +49,27 @@ def generate(server: HanaServerProcess, model: str, **options: Any) -> dict:
     return response.json()
 
 
-def names(server: HanaServerProcess) -> list[str]:
+def names(server: Server) -> list[str]:
     return sorted(m["name"].split(":")[0] for m in server.ps())
+
+
+@pytest.fixture
+def scripted(
+    start_scripted_server: Callable[..., ScriptedServer],
+) -> Callable[..., ScriptedServer]:
+    """A scripted server with `models` (one tiny GGUF each): a request with num_predict 4 gets 4
+    chunks; a longer one gets 5, then its stream stays open until the client leaves."""
+
+    def start(models: tuple[str, ...] = ("tiny",), **settings: Any) -> ScriptedServer:
+        server = start_scripted_server(**settings)
+        for seed, name in enumerate(models):
+            server.create_tiny(name, seed=seed)
+            server.script(
+                name, Script(chunks=[f" w{i}" for i in range(8)], gate=Gate(), gate_after=5)
+            )
+        return server
+
+    return start
 
 
 def test_three_models_generate_at_once_in_three_runner_processes(
@@ -68,10 +93,12 @@ def test_three_models_generate_at_once_in_three_runner_processes(
             assert next(stream)["response"] is not None
 
 
-def test_thread_budget_splits_cores_between_busy_runners(server: HanaServerProcess) -> None:
+def test_thread_budget_splits_cores_between_busy_runners(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(("tiny", "tiny2"), num_threads=4)
     cpus = server.http.get("/api/hana/status").json()["cpus"]
-    if cpus < 2:
-        pytest.skip("needs at least 2 cores to split")
+    assert cpus == 4
     with streaming(server, "tiny") as a:
         next(a)
         wait_for(
@@ -86,12 +113,10 @@ def test_thread_budget_splits_cores_between_busy_runners(server: HanaServerProce
 
 
 def test_thread_budget_off_lets_every_busy_runner_use_all_cores(
-    start_server: Callable[..., HanaServerProcess],
+    scripted: Callable[..., ScriptedServer],
 ) -> None:
-    server = start_server(("tiny", "tiny2"), HANA_THREAD_BUDGET="0")
+    server = scripted(("tiny", "tiny2"), num_threads=4, thread_budget=False)
     cpus = server.http.get("/api/hana/status").json()["cpus"]
-    if cpus < 2:
-        pytest.skip("needs at least 2 cores to tell a split from none")
     with streaming(server, "tiny") as a, streaming(server, "tiny2") as b:
         next(a)
         next(b)
@@ -101,9 +126,9 @@ def test_thread_budget_off_lets_every_busy_runner_use_all_cores(
 
 
 def test_requests_beyond_num_parallel_wait_in_the_queue(
-    start_server: Callable[..., HanaServerProcess],
+    scripted: Callable[..., ScriptedServer],
 ) -> None:
-    server = start_server(HANA_NUM_PARALLEL="1")
+    server = scripted(num_parallel=1)
     results: list[dict] = []
     with streaming(server, "tiny") as first:
         next(first)
@@ -116,8 +141,8 @@ def test_requests_beyond_num_parallel_wait_in_the_queue(
     assert results and results[0]["eval_count"] == 4
 
 
-def test_queue_full_answers_503(start_server: Callable[..., HanaServerProcess]) -> None:
-    server = start_server(HANA_NUM_PARALLEL="1", HANA_MAX_QUEUE="1")
+def test_queue_full_answers_503(scripted: Callable[..., ScriptedServer]) -> None:
+    server = scripted(num_parallel=1, max_queue=1)
     with streaming(server, "tiny") as first:
         next(first)
         waiter = threading.Thread(target=lambda: generate(server, "tiny"), daemon=True)
@@ -131,22 +156,22 @@ def test_queue_full_answers_503(start_server: Callable[..., HanaServerProcess]) 
     waiter.join(30)
 
 
-def test_disconnect_mid_stream_frees_the_slot(
-    start_server: Callable[..., HanaServerProcess],
-) -> None:
-    server = start_server(HANA_NUM_PARALLEL="1")
+def test_disconnect_mid_stream_frees_the_slot(scripted: Callable[..., ScriptedServer]) -> None:
+    server = scripted(num_parallel=1)
     with streaming(server, "tiny") as stream:
         for _ in range(3):
             next(stream)
         assert server.ps()[0]["in_flight"] == 1
     wait_for(lambda: server.ps()[0]["in_flight"] == 0)
+    (runner,) = server.launcher.live()
+    assert runner.cancelled == 1  # the runner was told to drop the sequence
     assert generate(server, "tiny")["eval_count"] == 4
 
 
 def test_least_recently_used_idle_model_is_evicted(
-    start_server: Callable[..., HanaServerProcess],
+    scripted: Callable[..., ScriptedServer],
 ) -> None:
-    server = start_server(("a", "b", "c"), HANA_MAX_LOADED_MODELS="2")
+    server = scripted(("a", "b", "c"), max_loaded_models=2)
     generate(server, "a")
     generate(server, "b")
     generate(server, "a")  # b is now the least recently used
@@ -154,8 +179,8 @@ def test_least_recently_used_idle_model_is_evicted(
     assert names(server) == ["a", "c"]
 
 
-def test_pinned_model_is_evicted_last(start_server: Callable[..., HanaServerProcess]) -> None:
-    server = start_server(("a", "b", "c"), HANA_MAX_LOADED_MODELS="2")
+def test_pinned_model_is_evicted_last(scripted: Callable[..., ScriptedServer]) -> None:
+    server = scripted(("a", "b", "c"), max_loaded_models=2)
     server.http.post("/api/generate", json={"model": "a", "prompt": "", "keep_alive": -1})
     generate(server, "b")  # a is least recently used, but pinned
     generate(server, "c")
@@ -165,13 +190,14 @@ def test_pinned_model_is_evicted_last(start_server: Callable[..., HanaServerProc
 
 
 def test_keep_alive_expiry_unloads_and_terminates_the_runner(
-    server: HanaServerProcess,
+    scripted: Callable[..., ScriptedServer],
 ) -> None:
+    server = scripted(("tiny3",))
     generate(server, "tiny3", **{})
     server.http.post("/api/generate", json={"model": "tiny3", "prompt": "", "keep_alive": "1s"})
-    pid = next(m["pid"] for m in server.ps() if m["name"] == "tiny3:latest")
+    (runner,) = server.launcher.live()
     wait_for(lambda: "tiny3" not in names(server), timeout=10)
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+    assert runner.terminated and not runner.alive
 
 
 def test_keep_alive_zero_on_a_cold_request_answers_then_unloads(
@@ -207,14 +233,15 @@ def test_killed_runner_fails_the_stream_and_the_next_request_reloads(
 
 
 def test_model_that_can_never_fit_gets_a_clear_error(
-    start_server: Callable[..., HanaServerProcess],
+    scripted: Callable[..., ScriptedServer],
 ) -> None:
-    server = start_server(HANA_MEMORY_BUDGET=str(1 << 20))  # 1 MiB: nothing fits
+    server = scripted(memory_budget=1 << 20)  # 1 MiB: nothing fits
     response = server.http.post("/api/generate", json={"model": "tiny", "prompt": "x"})
     assert response.status_code == 500
     assert "memory budget" in response.json()["error"]
     assert "tiny" in response.json()["error"]
     assert server.ps() == []
+    assert server.launcher.launched == []
 
 
 def test_sigterm_stops_every_runner(start_server: Callable[..., HanaServerProcess]) -> None:
@@ -241,10 +268,12 @@ def test_runners_exit_by_themselves_when_the_server_is_killed(
 
 
 def test_loaded_model_is_served_while_another_model_loads(
-    start_server: Callable[..., HanaServerProcess], gemma_gguf_path: Any
+    scripted: Callable[..., ScriptedServer],
 ) -> None:
-    server = start_server()
-    server.create_model("big", gemma_gguf_path)
+    server = scripted(("tiny", "big"))
+    words = [f" w{i}" for i in range(8)]
+    gate = server.script("big", Script(chunks=words, load_steps=[0.5], load_gate=Gate())).load_gate
+    assert gate is not None
     generate(server, "tiny")
     loading: list[dict] = []
     thread = threading.Thread(target=lambda: loading.append(generate(server, "big")))
@@ -252,10 +281,9 @@ def test_loaded_model_is_served_while_another_model_loads(
     wait_for(
         lambda: any(m["name"] == "big:latest" and m["state"] == "loading" for m in server.ps())
     )
-    started = time.monotonic()
     assert generate(server, "tiny")["eval_count"] == 4
     still_loading = any(m["name"] == "big:latest" and m["state"] == "loading" for m in server.ps())
-    thread.join(120)
+    gate.open()
+    thread.join(30)
     assert loading and loading[0]["eval_count"] == 4
     assert still_loading, "the tiny request should not have waited for the big load"
-    assert time.monotonic() - started < 60

@@ -12,6 +12,7 @@ from tornado import web
 from hana_protocol.errors import InvalidRequest
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
+from hana_server.api.state import runner_json
 from hana_server.generation import AnswerStream
 from hana_server.requests import (
     ChatRequest,
@@ -108,7 +109,7 @@ class TagsHandler(HanaHandlerMixin):
 class PsHandler(HanaHandlerMixin):
     async def get(self) -> None:
         """Loaded models with their runners' state."""
-        self.send_json({"models": self.service.scheduler.ps()})
+        self.send_json({"models": [runner_json(r) for r in self.service.scheduler.ps()]})
 
 
 class ShowHandler(HanaHandlerMixin):

@@ -6,7 +6,7 @@ from typing import Any
 
 from tornado import web
 
-from hana_server.api import hana, native, openai
+from hana_server.api import native, openai, state
 
 
 def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
@@ -25,8 +25,8 @@ def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/api/embed", native.EmbedHandler),
         (r"/api/embeddings", native.EmbeddingsHandler),
         (r"/api/blobs/([^/]+)", native.BlobHandler),
-        (r"/api/hana/events", hana.EventsHandler),
-        (r"/api/hana/status", hana.StatusHandler),
+        (r"/api/hana/events", state.EventsHandler),
+        (r"/api/hana/status", state.StatusHandler),
         (r"/v1/chat/completions", openai.ChatCompletionsHandler),
         (r"/v1/completions", openai.CompletionsHandler),
         (r"/v1/embeddings", openai.EmbeddingsHandler),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 StartRunner = Callable[..., Awaitable[RunnerProcess]]
 

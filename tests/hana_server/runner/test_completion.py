@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import StartRunner
-from hana_server.runners import RunnerClient, RunnerProcess
+from hana_server.launchers import RunnerClient, RunnerProcess
 
 from hana_protocol.errors import InvalidRequest
 

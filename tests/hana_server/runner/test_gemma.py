@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 from conftest import StartRunner
-from hana_server.runners import RunnerClient
+from hana_server.launchers import RunnerClient
 
 pytestmark = pytest.mark.gemma
 

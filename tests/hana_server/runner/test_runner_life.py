@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 from hana_protocol.errors import RunnerFailed
 
@@ -93,7 +93,7 @@ def test_runner_refuses_to_start_without_a_secret(tiny_gguf_path: Path) -> None:
 
 PARENT_SCRIPT = """
 import asyncio, sys
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 async def main():
     runner = await RunnerProcess.start(sys.argv[1], ctx_size=128, parallel=1, threads=1)

@@ -1,17 +1,65 @@
-"""hana's own endpoints: live runner state as server-sent events, and a status snapshot."""
+"""hana's own state endpoints (live runner state as server-sent events, a status snapshot) and
+the JSON every state view shares: `/api/ps` entries are built here from the scheduler's snapshots.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
 from tornado.iostream import StreamClosedError
 
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
+from hana_server.snapshots import RunnerSnapshot, WaitingSnapshot
 
 HEARTBEAT_SECONDS = 15.0
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def runner_json(runner: RunnerSnapshot) -> dict[str, Any]:
+    """An `/api/ps` entry: Ollama's fields plus hana's state, counts, pid and port."""
+    model = runner.model
+    return {
+        "name": runner.name,
+        "model": runner.name,
+        "size": runner.size,
+        "digest": model.digest,
+        "details": model.details(),
+        "expires_at": rfc3339(runner.expires_at),
+        "size_vram": 0,
+        "context_length": runner.context_length,
+        "state": runner.state,
+        "in_flight": runner.active_requests,
+        "queued": runner.queued,
+        "num_parallel": runner.num_parallel,
+        "pid": runner.pid,
+        "port": runner.port,
+        "threads": runner.threads,
+        "load_progress": round(runner.load_progress, 3),
+        "keep_alive": -1 if runner.pinned else runner.keep_alive,
+        "tokens_per_second": runner.tokens_per_second,
+    }
+
+
+def waiting_json(waiting: WaitingSnapshot) -> dict[str, Any]:
+    return {"name": waiting.name, "queued": waiting.queued}
+
+
+def event_json(event: dict[str, Any]) -> dict[str, Any]:
+    """A scheduler event as JSON: a `state` event carries snapshots, the others plain values."""
+    if event.get("event") != "state":
+        return event
+    return {
+        **event,
+        "models": [runner_json(r) for r in event.get("models", [])],
+        "waiting": [waiting_json(w) for w in event.get("waiting", [])],
+    }
 
 
 class EventsHandler(HanaHandlerMixin):
@@ -33,7 +81,8 @@ class EventsHandler(HanaHandlerMixin):
                     continue
                 except StopAsyncIteration:
                     break
-                self.write(f"event: {event.get('event', 'message')}\ndata: {json.dumps(event)}\n\n")
+                data = json.dumps(event_json(event))
+                self.write(f"event: {event.get('event', 'message')}\ndata: {data}\n\n")
                 await self.flush()
         except StreamClosedError:
             pass
@@ -53,8 +102,8 @@ class StatusHandler(HanaHandlerMixin):
         status: dict[str, Any] = {
             "version": __version__,
             "url": service.url,
-            "models": service.scheduler.ps(),
-            "waiting": service.scheduler.waiting(),
+            "models": [runner_json(r) for r in service.scheduler.ps()],
+            "waiting": [waiting_json(w) for w in service.scheduler.waiting()],
             "cpus": service.scheduler.cpus,
             "memory_budget": service.scheduler.memory.total(),
             "settings": {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hana_server.runners import RunnerProcess
+from hana_server.launchers import RunnerProcess
 
 from hana_protocol.errors import RunnerFailed
 

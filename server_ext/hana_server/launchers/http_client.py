@@ -1,4 +1,5 @@
-"""`RunnerClient`: the server's HTTP client for one runner process (httpx, async, keep-alive).
+"""`RunnerClient`: the server's HTTP client for one runner process (httpx, async, keep-alive); the
+process launcher's `RunnerConnection`.
 
 Runner errors become hana errors: a 400 is the request's fault (`InvalidRequest`), everything else
 - other statuses, an `{"error"}` line inside a stream, a dropped connection - is `RunnerFailed`.
@@ -13,8 +14,7 @@ from typing import Any
 import httpx
 
 from hana_protocol.errors import InvalidRequest, RunnerFailed
-
-SECRET_HEADER = "X-Hana-Secret"
+from hana_server.runner.settings import SECRET_HEADER  # light: argparse only, no llama_cpp
 
 
 class RunnerClient:

@@ -1,5 +1,6 @@
-"""`RunnerProcess`: start one runner with fork+exec in its own process group, learn its port, wait
-until it is ready, notice when it dies, and stop it (SIGTERM, then SIGKILL).
+"""`ProcessLauncher` (the real `RunnerLauncher`) and `RunnerProcess`: start one runner with
+fork+exec in its own process group, learn its port, wait until it is ready, notice when it dies,
+and stop it (SIGTERM, then SIGKILL).
 
 The runner's stderr is read continuously: its lines go to the given logger and the last ones are
 kept, because the last line of a runner that died is the best error message there is.
@@ -21,14 +22,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hana_protocol.errors import RunnerFailed
-from hana_server.runners.client import RunnerClient
+from hana_server.launchers.http_client import RunnerClient
+from hana_server.launchers.protocol import RunnerSpec
+from hana_server.runner.settings import SECRET_ENV
 
-SECRET_ENV = "HANA_RUNNER_SECRET"
 PORT_LINE_TIMEOUT = 30.0
 LOG_TAIL_LINES = 50
 HEALTH_POLL_SECONDS = 0.15
 
-default_log = logging.getLogger("hana_server.runners")
+default_log = logging.getLogger("hana_server.launchers")
 
 
 class RunnerProcess:
@@ -266,3 +268,21 @@ async def _drain(stream: asyncio.StreamReader | None) -> None:
         return
     while await stream.read(64 * 1024):
         pass
+
+
+class ProcessLauncher:
+    """The real `RunnerLauncher`: each runner is a `python -m hana_server.runner` process."""
+
+    def __init__(self, *, log: logging.Logger | None = None) -> None:
+        self.log = log
+
+    async def launch(self, spec: RunnerSpec, *, threads: int) -> RunnerProcess:
+        return await RunnerProcess.start(
+            spec.model_path,
+            ctx_size=spec.ctx_size,
+            parallel=spec.parallel,
+            threads=threads,
+            embedding=spec.embedding,
+            swa_full=spec.swa_full,
+            log=self.log,
+        )

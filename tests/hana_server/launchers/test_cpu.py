@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hana_server.runners.cpu import granted_cpus
+from hana_server.launchers.cpu import granted_cpus
 
 AFFINITY = len(os.sched_getaffinity(0))
 
