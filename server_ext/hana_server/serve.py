@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import signal
 import socket
-import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,8 +140,13 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-async def serve(settings: HanaSettings, *, ready: asyncio.Event | None = None) -> None:
-    """Run the server until SIGINT/SIGTERM; every runner is terminated on the way out."""
+async def serve(
+    settings: HanaSettings, *, on_listening: Callable[[str], None] | None = None
+) -> None:
+    """Run the server until SIGINT/SIGTERM; every runner is terminated on the way out.
+
+    `on_listening(url)` is called once the port is bound (the embedded host announces it).
+    """
     service = HanaService(settings)
     await service.start()
     app = make_app(service, settings)
@@ -152,8 +157,8 @@ async def serve(settings: HanaSettings, *, ready: asyncio.Event | None = None) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
+    if on_listening is not None:
+        on_listening(service.url)
     try:
         await stop.wait()
     finally:
@@ -162,59 +167,3 @@ async def serve(settings: HanaSettings, *, ready: asyncio.Event | None = None) -
         await service.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.close_all_connections(), 2)
-
-
-class EmbeddedServer:
-    """A hana server on a thread of its own, for kernels that have no server to talk to."""
-
-    def __init__(self, settings: HanaSettings) -> None:
-        self.settings = settings
-        self.url = ""
-        self.service: HanaService | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    @classmethod
-    def start(cls, settings: HanaSettings | None = None, *, port: int = 0) -> EmbeddedServer:
-        """Start on 127.0.0.1 (any free port unless `port` is given) and wait until it answers."""
-        settings = settings or HanaSettings()
-        settings.host, settings.port = "127.0.0.1", port
-        server = cls(settings)
-        server._thread = threading.Thread(target=server._run, name="hana-server", daemon=True)
-        server._thread.start()
-        server._started.wait()
-        if server._error is not None:
-            raise server._error
-        return server
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        try:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self.service = HanaService(self.settings)
-            await self.service.start()
-            app = make_app(self.service, self.settings)
-            server, port = bind_shared_port(app, "127.0.0.1", self.settings.port, fallback=True)
-            self.url = self.service.url = url_for("127.0.0.1", port)
-        except BaseException as error:  # surfaced to the thread that called start()
-            self._error = error
-            self._started.set()
-            return
-        self._started.set()
-        await self._stop.wait()
-        server.stop()
-        await self.service.stop()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the server and every runner it started."""
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
