@@ -142,8 +142,8 @@ class HanaMagics(Magics):
     url = Unicode(
         None,
         allow_none=True,
-        help="Server URL. Unset: HANA_URL, then the shared Ollama port, then a server embedded in "
-        "the kernel.",
+        help="Server URL. Unset: HANA_URL, then the shared port (HANA_HOST / OLLAMA_HOST), then a "
+        "`hana serve` the kernel starts as its child process.",
     ).tag(config=True)
     throttle = Float(
         0.1,
