@@ -25,7 +25,6 @@ RUNNER = {
     "queued": 3,
     "pid": 4242,
     "port": 40001,
-    "expires_at": (datetime.now(UTC) + timedelta(minutes=4, seconds=30)).isoformat(),
 }
 
 
@@ -41,7 +40,9 @@ def test_sizes_and_times() -> None:
 
 
 def test_ps_table_has_the_runner_columns() -> None:
-    header, row = records_text([RUNNER], RUNNER_COLUMNS).splitlines()
+    expires = datetime.now(UTC) + timedelta(minutes=4, seconds=30)
+    runner = {**RUNNER, "expires_at": expires.isoformat()}
+    header, row = records_text([runner], RUNNER_COLUMNS).splitlines()
     assert header.split() == [c.title for c in RUNNER_COLUMNS]
     assert "tiny:a" in row and "abababababab" in row and "291 MB" in row
     assert "busy 1/2 +3 queued" in row and "100% CPU" in row and "4242" in row
