@@ -1,6 +1,7 @@
 """hana-jupyter, kernel side: `%load_ext hana_jupyter` for the `%hana` / `%%hana` magics.
 
-Also importable from code: `HanaClient` (the Ollama API, async-first with sync twins),
+Also importable from code: `HanaClient` (the Ollama API, async-first with sync twins; it lives in
+the `hana_client` package shared with the `hana` CLI),
 `ModelManager` (list, warm up, keep alive, unload, run prompts in parallel) and `panel()` (a live
 widget panel of the server's models). Names are imported on first use, so `%load_ext` and
 `import hana_jupyter` stay fast.
@@ -14,32 +15,33 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
+    from hana_client import Answer, HanaClient, ServerUnreachable
     from hana_jupyter.client import (
         Completion,
-        HanaClient,
         HanaClientError,
         ModelNotFoundError,
         RequestError,
-        ServerUnreachable,
     )
     from hana_jupyter.magics import HanaMagics
     from hana_jupyter.manager import ModelManager
-    from hana_jupyter.widgets import HanaPanel, panel
+    from hana_jupyter.panel import HanaPanel, panel
 
 _LAZY = {
+    "Answer": "hana_client",
     "Completion": "hana_jupyter.client",
-    "HanaClient": "hana_jupyter.client",
+    "HanaClient": "hana_client",
     "HanaClientError": "hana_jupyter.client",
     "ModelNotFoundError": "hana_jupyter.client",
     "RequestError": "hana_jupyter.client",
-    "ServerUnreachable": "hana_jupyter.client",
+    "ServerUnreachable": "hana_client",
     "HanaMagics": "hana_jupyter.magics",
     "ModelManager": "hana_jupyter.manager",
-    "HanaPanel": "hana_jupyter.widgets",
-    "panel": "hana_jupyter.widgets",
+    "HanaPanel": "hana_jupyter.panel",
+    "panel": "hana_jupyter.panel",
 }
 
 __all__ = [
+    "Answer",
     "Completion",
     "HanaClient",
     "HanaClientError",

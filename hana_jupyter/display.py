@@ -17,14 +17,20 @@ import html
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from IPython.display import DisplayHandle, display
 
-from hana_jupyter.client import BackgroundTask, Completion
+from hana_client import Answer, BackgroundTask
+from hana_protocol.formatting import (
+    MODEL_COLUMNS,
+    RUNNER_COLUMNS,
+    Column,
+    format_size,
+    records_text,
+    table_cells,
+)
 
 Bundle = dict[str, str]
 
@@ -32,44 +38,7 @@ Bundle = dict[str, str]
 # formatting
 
 
-def format_size(size: float) -> str:
-    """Bytes as Ollama's CLI writes them: "291 MB", "1.2 GB"."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """An RFC 3339 timestamp from the API (nanoseconds allowed) as an aware datetime."""
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-_UNITS = ((86400 * 365, "year"), (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
-
-
-def format_relative(when: datetime | None, now: datetime | None = None) -> str:
-    """Like "3 minutes ago" or "4 minutes from now"; "Forever" for more than 20 years ahead."""
-    if when is None:
-        return ""
-    seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds > 20 * 365 * 86400:
-        return "Forever"
-    if abs(seconds) < 2:
-        return "now" if seconds >= 0 else "just now"
-    size, unit = next((size, unit) for size, unit in _UNITS if abs(seconds) >= size)
-    count = int(abs(seconds) // size)
-    text = f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{text} from now" if seconds >= 0 else f"{text} ago"
-
-
-def format_stats(completion: Completion) -> str:
+def format_stats(completion: Answer) -> str:
     """The footer of a finished answer: "gemma3:270m · 42 tokens · 31.2 tokens/s · load 1.3 s"."""
     parts = [completion.model, f"{completion.eval_count} tokens"]
     speed = completion.tokens_per_second
@@ -82,14 +51,6 @@ def format_stats(completion: Completion) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # tables
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column: its title and how to read a cell from one record."""
-
-    title: str
-    value: Callable[[Mapping[str, Any]], str]
 
 
 class Records(list[dict[str, Any]]):
@@ -106,18 +67,11 @@ class Records(list[dict[str, Any]]):
         self.empty = empty
 
     def _cells(self) -> list[list[str]]:
-        return [[column.value(record) for column in self.columns] for record in self]
+        return table_cells(self, self.columns)
 
     def to_text(self) -> str:
         """Aligned columns, like `ollama list`."""
-        if not self:
-            return self.empty
-        rows = [[column.title for column in self.columns], *self._cells()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self.columns))]
-        return "\n".join(
-            "    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in rows
-        )
+        return records_text(self, self.columns) if self else self.empty
 
     def _repr_html_(self) -> str:
         if not self:
@@ -131,51 +85,6 @@ class Records(list[dict[str, Any]]):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(self.to_text())
-
-
-def _processor(record: Mapping[str, Any]) -> str:
-    size, vram = int(record.get("size") or 0), int(record.get("size_vram") or 0)
-    if vram <= 0:
-        return "100% CPU"
-    if vram >= size:
-        return "100% GPU"
-    cpu = round(100 * (size - vram) / size)
-    return f"{cpu}%/{100 - cpu}% CPU/GPU"
-
-
-def _until(record: Mapping[str, Any]) -> str:
-    when = parse_time(record.get("expires_at"))
-    if when is not None and when < datetime.now(UTC):
-        return "Stopping..."
-    return format_relative(when)
-
-
-def _state(record: Mapping[str, Any]) -> str:
-    # hana's /api/ps adds the runner state to Ollama's fields; plain Ollama leaves this empty.
-    state = str(record.get("state") or "")
-    if state == "busy":
-        state = f"busy {record.get('in_flight', 0)}/{record.get('num_parallel', 1)}"
-    if record.get("queued"):
-        state += f" +{record['queued']} queued"
-    return state
-
-
-MODEL_COLUMNS = (
-    Column("NAME", lambda r: str(r.get("name", ""))),
-    Column("ID", lambda r: str(r.get("digest", ""))[:12]),
-    Column("SIZE", lambda r: format_size(int(r.get("size") or 0))),
-    Column("MODIFIED", lambda r: format_relative(parse_time(r.get("modified_at")))),
-)
-
-RUNNER_COLUMNS = (
-    Column("NAME", lambda r: str(r.get("name", ""))),
-    Column("ID", lambda r: str(r.get("digest", ""))[:12]),
-    Column("SIZE", lambda r: format_size(int(r.get("size") or 0))),
-    Column("PROCESSOR", _processor),
-    Column("CONTEXT", lambda r: str(r.get("context_length", ""))),
-    Column("STATE", _state),
-    Column("UNTIL", _until),
-)
 
 
 def model_table(records: Iterable[dict[str, Any]]) -> Records:
@@ -254,7 +163,7 @@ class StreamState:
         self.model = model
         self.label = label
         self.json_format = json_format
-        self.completion = Completion(model=model)
+        self.completion = Answer(model=model)
         self.status = "waiting"  # waiting | streaming | done | error | canceled
         self.error: str | None = None
         # time.monotonic() of the request, its first chunk and its end: to compare streams.

@@ -22,9 +22,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Dict, Float, Unicode, observe
 
-from hana_jupyter.client import Completion, HanaClient, HanaClientError, background_loop
+from hana_client import Answer, HanaClient, background_loop
 from hana_jupyter.display import ProgressView, StreamBoard, StreamState
 from hana_jupyter.manager import ModelManager
+from hana_protocol.errors import HanaError
 
 HELP = """\
 %%hana [MODEL ...] [options]      stream the cell's answer (default model: HanaMagics.default_model)
@@ -141,8 +142,8 @@ class HanaMagics(Magics):
     url = Unicode(
         None,
         allow_none=True,
-        help="Server URL. Unset: HANA_URL, then the shared Ollama port, then a server embedded in "
-        "the kernel.",
+        help="Server URL. Unset: HANA_URL, then the shared port (HANA_HOST / OLLAMA_HOST), then a "
+        "`hana serve` the kernel starts as its child process.",
     ).tag(config=True)
     throttle = Float(
         0.1,
@@ -197,7 +198,7 @@ class HanaMagics(Magics):
                 return self._line(line)
             self._cell(line, cell)
             return None
-        except HanaClientError as exc:
+        except HanaError as exc:
             raise HanaMagicError(str(exc)) from None
 
     # `%hana?` shows the whole reference, not just the summary line.
@@ -395,7 +396,7 @@ class HanaMagics(Magics):
         print(self.manager.client.base_url)
 
     def _panel(self) -> Any:
-        from hana_jupyter.widgets import HanaPanel  # ipywidgets loads only when asked for
+        from hana_jupyter.panel import HanaPanel  # ipywidgets loads only when asked for
 
         return HanaPanel(self.manager.client)
 
@@ -410,7 +411,7 @@ async def _run_streams(streams: list[_Stream]) -> None:
                 stream.state.add(chunk)
             if stream.state.status != "done":
                 stream.state.end("error", "the server ended the answer early")
-        except HanaClientError as exc:
+        except HanaError as exc:
             stream.state.end("error", str(exc))
         except asyncio.CancelledError:
             stream.state.end("canceled")
@@ -434,7 +435,7 @@ def _is_terminal(shell: Any) -> bool:
     return any(cls.__name__ == "TerminalInteractiveShell" for cls in type(shell).__mro__)
 
 
-def _load_note(result: Completion) -> str:
+def _load_note(result: Answer) -> str:
     seconds = result.load_duration / 1e9
     return f" (loading took {seconds:.1f} s)" if seconds >= 0.05 else ""
 

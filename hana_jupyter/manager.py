@@ -19,12 +19,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hana_jupyter.client import Completion, HanaClient, RequestError, background_loop
+from hana_client import Answer, HanaClient
+from hana_client.sync import run_sync
 from hana_jupyter.display import Details, Records, model_table, runner_table
 
 #: One request of `parallel`: `(model, prompt)`, or a mapping with `model` and either `prompt` or
@@ -52,73 +52,57 @@ class ModelManager:
         """Installed models, newest first; a list of dicts that displays as a table."""
         return model_table(await self.client.async_models())
 
-    def models(self) -> Records:
-        """Sync twin of `async_models`."""
-        return background_loop().run(self.async_models())
+    models = run_sync(async_models)
 
     async def async_ps(self) -> Records:
         """Loaded models (runners) with their state and expiry, displayed as a table."""
         return runner_table(await self.client.async_ps())
 
-    def ps(self) -> Records:
-        """Sync twin of `async_ps`."""
-        return background_loop().run(self.async_ps())
+    ps = run_sync(async_ps)
 
     async def async_show(self, model: str) -> Details:
         """Details of one model (`/api/show`), displayed as a table."""
         return Details(model, await self.client.async_show(model))
 
-    def show(self, model: str) -> Details:
-        """Sync twin of `async_show`."""
-        return background_loop().run(self.async_show(model))
+    show = run_sync(async_show)
 
     # ---- loading --------------------------------------------------------------------------------
 
-    async def async_warmup(self, model: str, keep_alive: str | float | None = None) -> Completion:
+    async def async_warmup(self, model: str, keep_alive: str | float | None = None) -> Answer:
         """Load `model` now so the first real prompt does not wait; `.load_duration` tells how long
         loading took (0 when it was loaded already)."""
         return await self.client.async_generate(model, "", keep_alive=keep_alive)
 
-    def warmup(self, model: str, keep_alive: str | float | None = None) -> Completion:
-        """Sync twin of `async_warmup`."""
-        return background_loop().run(self.async_warmup(model, keep_alive))
+    warmup = run_sync(async_warmup)
 
-    async def async_keep_alive(self, model: str, duration: str | float) -> Completion:
+    async def async_keep_alive(self, model: str, duration: str | float) -> Answer:
         """Keep `model` loaded for `duration` after its last use ("30m", "1h", -1 = forever);
         loads it if needed."""
         return await self.client.async_generate(model, "", keep_alive=duration)
 
-    def keep_alive(self, model: str, duration: str | float) -> Completion:
-        """Sync twin of `async_keep_alive`."""
-        return background_loop().run(self.async_keep_alive(model, duration))
+    keep_alive = run_sync(async_keep_alive)
 
-    async def async_unload(self, model: str) -> Completion:
+    async def async_unload(self, model: str) -> Answer:
         """Unload `model` as soon as its running requests finish (keep-alive 0)."""
         return await self.client.async_generate(model, "", keep_alive=0)
 
-    def unload(self, model: str) -> Completion:
-        """Sync twin of `async_unload`."""
-        return background_loop().run(self.async_unload(model))
+    unload = run_sync(async_unload)
 
     # ---- using ----------------------------------------------------------------------------------
 
-    async def async_generate(self, model: str, prompt: str, **kwargs: Any) -> Completion:
+    async def async_generate(self, model: str, prompt: str, **kwargs: Any) -> Answer:
         """One completion; arguments of `HanaClient.async_stream_generate`."""
         return await self.client.async_generate(model, prompt, **kwargs)
 
-    def generate(self, model: str, prompt: str, **kwargs: Any) -> Completion:
-        """Sync twin of `async_generate`."""
-        return background_loop().run(self.async_generate(model, prompt, **kwargs))
+    generate = run_sync(async_generate)
 
     async def async_chat(
         self, model: str, messages: list[Mapping[str, Any]], **kwargs: Any
-    ) -> Completion:
+    ) -> Answer:
         """One chat answer; arguments of `HanaClient.async_stream_chat`."""
         return await self.client.async_chat(model, messages, **kwargs)
 
-    def chat(self, model: str, messages: list[Mapping[str, Any]], **kwargs: Any) -> Completion:
-        """Sync twin of `async_chat`."""
-        return background_loop().run(self.async_chat(model, messages, **kwargs))
+    chat = run_sync(async_chat)
 
     async def async_parallel(
         self,
@@ -143,19 +127,9 @@ class ModelManager:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def parallel(
-        self,
-        requests: Sequence[ParallelRequest],
-        *,
-        return_exceptions: bool = False,
-        **common: Any,
-    ) -> list[Any]:
-        """Sync twin of `async_parallel`."""
-        return background_loop().run(
-            self.async_parallel(requests, return_exceptions=return_exceptions, **common)
-        )
+    parallel = run_sync(async_parallel)
 
-    async def _one(self, request: ParallelRequest, common: Mapping[str, Any]) -> Completion:
+    async def _one(self, request: ParallelRequest, common: Mapping[str, Any]) -> Answer:
         if isinstance(request, tuple):
             model, prompt = request
             fields: dict[str, Any] = {**common, "prompt": prompt}
@@ -172,75 +146,47 @@ class ModelManager:
 
     async def async_pull(self, model: str, progress: Progress | None = None) -> dict[str, Any]:
         """Download `model` from its registry; `progress` gets each status chunk."""
-        last: dict[str, Any] = {}
-        async for chunk in self.client.async_stream_pull(model):
-            last = chunk
-            if progress is not None:
-                progress(chunk)
-        return last
+        return await _async_follow(self.client.async_stream_pull(model), progress)
 
     def pull(self, model: str, progress: Progress | None = None) -> dict[str, Any]:
         """Sync twin of `async_pull`; `progress` is called on the caller's thread."""
-        last: dict[str, Any] = {}
-        for chunk in self.client.stream_pull(model):
-            last = chunk
-            if progress is not None:
-                progress(chunk)
-        return last
+        return _follow(self.client.stream_pull(model), progress)
 
     async def async_create(
         self, name: str, modelfile: str | Path, progress: Progress | None = None
     ) -> dict[str, Any]:
         """Create model `name` from a Modelfile on this machine, like `ollama create -f`.
 
-        A `FROM` naming a file (relative to the Modelfile) is uploaded as a blob unless the server
-        has it; any other `FROM` names a model on the server.
+        A `FROM` naming a .gguf file or a directory holding one (relative to the Modelfile) is
+        uploaded as a blob unless the server has it; any other `FROM` names a model on the server.
         """
-        fields = await self._create_fields(Path(modelfile))
-        last: dict[str, Any] = {}
-        async for chunk in self.client.async_stream_create(name, **fields):
-            last = chunk
-            if progress is not None:
-                progress(chunk)
-        return last
+        chunks = self.client.async_stream_create_from_modelfile(name, modelfile)
+        return await _async_follow(chunks, progress)
 
     def create(
         self, name: str, modelfile: str | Path, progress: Progress | None = None
     ) -> dict[str, Any]:
         """Sync twin of `async_create`; `progress` is called on the caller's thread."""
-        fields = background_loop().run(self._create_fields(Path(modelfile)))
-        last: dict[str, Any] = {}
-        for chunk in self.client.stream_create(name, **fields):
-            last = chunk
-            if progress is not None:
-                progress(chunk)
-        return last
+        return _follow(self.client.stream_create_from_modelfile(name, modelfile), progress)
 
-    async def _create_fields(self, path: Path) -> dict[str, Any]:
-        # The server's own parser, so a Modelfile means the same here as to `hana create`.
-        from hana_protocol.errors import HanaError
-        from hana_protocol.modelfile import Modelfile
 
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise RequestError(400, f"cannot read Modelfile {path}: {exc.strerror}") from None
-        try:
-            parsed = Modelfile.parse(text)
-        except HanaError as exc:
-            raise RequestError(400, f"{path}: {exc.message}") from None
-        source = Path(os.path.expanduser(parsed.from_))
-        if not source.is_absolute():
-            source = path.parent / source
-        fields: dict[str, Any] = {
-            "template": parsed.template,
-            "system": parsed.system,
-            "parameters": parsed.parameters or None,
-            "messages": parsed.messages or None,
-            "license": parsed.license or None,
-        }
-        if source.is_file():
-            fields["files"] = {source.name: await self.client.async_push_blob(source)}
-        else:
-            fields["from_"] = parsed.from_
-        return fields
+def _follow(chunks: Iterator[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
+    """Hand each status to `progress` (on this thread); return the last one."""
+    last: dict[str, Any] = {}
+    for chunk in chunks:
+        last = chunk
+        if progress is not None:
+            progress(chunk)
+    return last
+
+
+async def _async_follow(
+    chunks: AsyncIterator[dict[str, Any]], progress: Progress | None
+) -> dict[str, Any]:
+    """`_follow` for an async stream."""
+    last: dict[str, Any] = {}
+    async for chunk in chunks:
+        last = chunk
+        if progress is not None:
+            progress(chunk)
+    return last

@@ -15,8 +15,8 @@ from typing import Any
 from ipywidgets import HTML, Button, Dropdown, FloatProgress, HBox, Label, Layout, Text, Widget
 from traitlets import Bool, Float, Int, Unicode
 
-from hana_jupyter.display import format_size, parse_time
 from hana_protocol.durations import format_duration
+from hana_protocol.formatting import format_size, parse_time
 
 #: The keep-alive chooser: (label, value sent to the server). "custom" shows a text box.
 KEEP_ALIVE_CHOICES: tuple[tuple[str, str], ...] = (

@@ -1,7 +1,10 @@
-"""Fixtures shared by every test package: tiny generated models and the real default model."""
+"""Fixtures shared by every test package: tiny generated models, the real default model, and the
+session's `hana serve` that the client and kernel tests talk to."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,10 +14,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from kernel_side import MODEL_A, MODEL_B
+from server_harness import HanaServerProcess
 from tiny_gguf import write_tiny_gguf
 
 if TYPE_CHECKING:
     from scripted_server import ScriptedServer
+HANA = Path(sys.executable).parent / "hana"
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +59,22 @@ def start_scripted_server(tmp_path: Path) -> Iterator[Callable[..., ScriptedServ
 def scripted_server(start_scripted_server: Callable[..., ScriptedServer]) -> ScriptedServer:
     """The real HTTP app with default settings and scripted runners (see scripted_runner.py)."""
     return start_scripted_server()
+@pytest.fixture(scope="session")
+def hana(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProcess]:
+    """`hana serve` on a free port with a private store holding `tiny:a` and `tiny:b`, created the
+    way users do: `hana create NAME -f Modelfile`."""
+    root = tmp_path_factory.mktemp("hana-jupyter")
+    server = HanaServerProcess(root / "models", root / "server.log").start()
+    for seed, name in ((1, MODEL_A), (2, MODEL_B)):
+        gguf = write_tiny_gguf(root / f"tiny-{seed}.gguf", seed=seed)
+        modelfile = root / f"Modelfile-{seed}"
+        modelfile.write_text(f"FROM {gguf}\n")
+        subprocess.run(
+            [str(HANA), "create", name, "-f", str(modelfile)],
+            env={**os.environ, "HANA_URL": server.url},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    yield server
+    server.stop()

@@ -26,8 +26,14 @@ def free_port() -> int:
 class HanaServerProcess:
     """`hana serve` on a free port; `stop()` sends SIGTERM like Ctrl-C would."""
 
-    def __init__(self, models_dir: Path, log_path: Path, **env: str) -> None:
+    #: How the server is started (a test may wrap `hana serve`, e.g. to record requests).
+    command: tuple[str, ...] = ("-m", "hana_server.cli", "serve")
+
+    def __init__(
+        self, models_dir: Path, log_path: Path, cwd: Path | None = None, **env: str
+    ) -> None:
         self.models_dir = models_dir
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -44,8 +50,9 @@ class HanaServerProcess:
     def start(self) -> HanaServerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hana_server.cli", "serve"],
+                [sys.executable, *self.command],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -1,144 +1,88 @@
-"""The `hana` command: `serve` runs the server; other verbs talk to it over HTTP like `ollama`."""
+"""The `hana` command: `serve` runs the server; the other verbs talk to it like `ollama` does.
+
+The verbs are argparse plus printing: every request goes through `hana_client.HanaClient` (its
+sync API), every table through `hana_protocol.formatting`. Nothing heavy is imported before a verb
+needs it, so `hana --version` and `hana ps` start fast (no server, no store, no numpy).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from hana_protocol.env import env_value
-from hana_protocol.hosts import host_from_env
 from hana_server import __version__
-from hana_server.config import HanaSettings
 
-TIMEOUT = httpx.Timeout(10.0, read=None)
-
-
-def server_url() -> str:
-    value = env_value("HANA_URL")
-    if value:
-        return value.rstrip("/")
-    return host_from_env().url.rstrip("/")
+if TYPE_CHECKING:
+    from hana_client import HanaClient
 
 
 class CLIError(Exception):
     """An error to print as one line and exit 1."""
 
 
-class Client:
-    """The few calls the CLI makes; errors become CLIError with the server's message."""
+def connect() -> HanaClient:
+    """A client for the server the environment names (HANA_URL, else HANA_HOST / OLLAMA_HOST);
+    the CLI neither probes nor starts a server, like `ollama`."""
+    from hana_client import HanaClient
+    from hana_client.discovery import server_url
 
-    def __init__(self) -> None:
-        self.url = server_url()
-        self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT)
-
-    def _check(self, response: httpx.Response) -> httpx.Response:
-        if response.status_code >= 400:
-            response.read()
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text or response.reason_phrase
-            raise CLIError(f"Error: {message}")
-        return response
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = self._check(self.http.request(method, path, json=body))
-        except httpx.ConnectError as error:
-            raise CLIError(
-                f"Error: could not connect to hana at {self.url}; is `hana serve` running?"
-            ) from error
-        return response.json() if response.content else None
-
-    def stream(self, path: str, body: Any) -> Iterator[dict[str, Any]]:
-        try:
-            with self.http.stream("POST", path, json=body) as response:
-                self._check(response)
-                for line in response.iter_lines():
-                    if line.strip():
-                        chunk = json.loads(line)
-                        if "error" in chunk:
-                            raise CLIError(f"Error: {chunk['error']}")
-                        yield chunk
-        except httpx.ConnectError as error:
-            raise CLIError(f"Error: could not connect to hana at {self.url}") from error
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}".replace(".0 ", " ")
-        size /= 1000
-    return f"{size} B"
-
-
-def ago(iso: str) -> str:
-    seconds = (
-        datetime.now(UTC) - datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    ).total_seconds()
-    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= length:
-            n = int(seconds // length)
-            return f"{n} {unit}{'s' if n > 1 else ''} ago"
-    return "Less than a minute ago"
-
-
-def until(iso: str) -> str:
-    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    seconds = (when - datetime.now(UTC)).total_seconds()
-    if seconds > 20 * 365 * 86400:
-        return "Forever"
-    if seconds <= 0:
-        return "Stopping..."
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes} minutes from now" if minutes else f"{secs} seconds from now"
-
-
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "    ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
-    )
+    # Non-streaming answers (show of a big model, delete) may take a while; wait like `ollama`.
+    return HanaClient(url=server_url(), request_timeout=3600.0)
 
 
 # ---------------------------------------------------------------------- verbs
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from hana_protocol.env import env_value
+    from hana_server.config import HanaSettings
+    from hana_server.serve import serve
+
     logging.basicConfig(
         level=logging.DEBUG if env_value("HANA_DEBUG", "OLLAMA_DEBUG") else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = HanaSettings()
+    if args.host is not None:
+        settings.host = args.host
     if args.port is not None:
         settings.port = args.port
+    on_listening = None
+    if args.parent_pid is not None:
+        from hana_server.runner.watchdog import install_parent_watchdog
+
+        install_parent_watchdog(args.parent_pid)
+        on_listening = announce
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(serve(settings, on_listening=on_listening))
     except OSError as error:
         raise CLIError(
             f"Error: listen tcp {settings.host}:{settings.port}: {error.strerror}"
         ) from error
 
 
-async def _serve(settings: HanaSettings) -> None:
-    from hana_server.serve import serve
+def announce(url: str) -> None:
+    """Tell the parent where we listen: one JSON line on stdout (as runners announce their port).
 
-    await serve(settings)
+    Then stdout joins stderr: the parent stops reading the pipe, and a later write to it must
+    not fail.
+    """
+    sys.stdout.write(json.dumps({"url": url}) + "\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 def cmd_setup(args: argparse.Namespace) -> None:
     """Register the bundled default model in the store, so the first request needs no wait."""
+    from pathlib import Path
+
+    from hana_server.config import HanaSettings
     from hana_server.store.default_model import ensure_default_model
     from hana_server.store.store import ModelStore
 
@@ -150,41 +94,19 @@ def cmd_setup(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    models = Client().request("GET", "/api/tags")["models"]
-    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
-    rows += [
-        [m["name"], m["digest"][:12], human_size(m["size"]), ago(m["modified_at"])] for m in models
-    ]
-    print(table(rows))
+    from hana_protocol.formatting import MODEL_COLUMNS, records_text
+
+    print(records_text(connect().models(), MODEL_COLUMNS))
 
 
 def cmd_ps(args: argparse.Namespace) -> None:
-    models = Client().request("GET", "/api/ps")["models"]
-    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "STATE", "PID", "PORT", "UNTIL"]]
-    for m in models:
-        state = m.get("state", "")
-        if state == "busy":
-            state = f"busy {m.get('in_flight', 0)}/{m.get('num_parallel', 1)}"
-        if m.get("queued"):
-            state += f" +{m['queued']} queued"
-        rows.append(
-            [
-                m["name"],
-                m["digest"][:12],
-                human_size(m["size"]),
-                "100% CPU",
-                str(m.get("context_length", "")),
-                state,
-                str(m.get("pid") or ""),
-                str(m.get("port") or ""),
-                until(m["expires_at"]),
-            ]
-        )
-    print(table(rows))
+    from hana_protocol.formatting import RUNNER_COLUMNS, records_text
+
+    print(records_text(connect().ps(), RUNNER_COLUMNS))
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    info = Client().request("POST", "/api/show", {"model": args.model})
+    info = connect().show(args.model)
     if args.modelfile:
         print(info["modelfile"])
         return
@@ -216,17 +138,21 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    client = Client()
+    from hana_client import Answer
+
+    client = connect()
     prompt = " ".join(args.prompt) if args.prompt else None
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
-    body: dict[str, Any] = {"model": args.model}
-    if args.keepalive:
-        body["keep_alive"] = args.keepalive
     if prompt is not None:
-        _run_once(client, body, prompt, args.verbose)
+        answer = Answer(model=args.model)
+        for chunk in client.stream_generate(args.model, prompt, keep_alive=args.keepalive):
+            print(answer.add(chunk), end="", flush=True)
+        print()
+        if args.verbose and answer.done:
+            print_stats(answer)
         return
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     while True:  # interactive chat, like `ollama run`
         try:
             line = input(">>> ")
@@ -238,100 +164,47 @@ def cmd_run(args: argparse.Namespace) -> None:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        text = ""
-        for chunk in client.stream("/api/chat", {**body, "messages": messages}):
-            piece = chunk.get("message", {}).get("content", "")
-            text += piece
-            print(piece, end="", flush=True)
+        answer = Answer(model=args.model)
+        for chunk in client.stream_chat(args.model, messages, keep_alive=args.keepalive):
+            print(answer.add(chunk), end="", flush=True)
         print("\n")
-        messages.append({"role": "assistant", "content": text})
+        messages.append(answer.message)
 
 
-def _run_once(client: Client, body: dict[str, Any], prompt: str, verbose: bool) -> None:
-    final: dict[str, Any] = {}
-    for chunk in client.stream("/api/generate", {**body, "prompt": prompt}):
-        print(chunk.get("response", ""), end="", flush=True)
-        final = chunk
-    print()
-    if verbose and final:
-        print_stats(final)
+def print_stats(answer: Any) -> None:
+    """`ollama run --verbose`'s timings, on stderr."""
 
-
-def print_stats(final: dict[str, Any]) -> None:
     def rate(count: int, ns: int) -> str:
         return f"{count / (ns / 1e9):.2f} tokens/s" if ns else "-"
 
     ns = 1e9
-    print(f"total duration:       {final.get('total_duration', 0) / ns:.3f}s", file=sys.stderr)
-    print(f"load duration:        {final.get('load_duration', 0) / ns:.3f}s", file=sys.stderr)
-    print(f"prompt eval count:    {final.get('prompt_eval_count', 0)} token(s)", file=sys.stderr)
-    prompt_rate = rate(final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0))
+    print(f"total duration:       {answer.total_duration / ns:.3f}s", file=sys.stderr)
+    print(f"load duration:        {answer.load_duration / ns:.3f}s", file=sys.stderr)
+    print(f"prompt eval count:    {answer.prompt_eval_count} token(s)", file=sys.stderr)
+    prompt_rate = rate(answer.prompt_eval_count, answer.prompt_eval_duration)
     print(f"prompt eval rate:     {prompt_rate}", file=sys.stderr)
-    print(f"eval count:           {final.get('eval_count', 0)} token(s)", file=sys.stderr)
-    print(
-        f"eval rate:            {rate(final.get('eval_count', 0), final.get('eval_duration', 0))}",
-        file=sys.stderr,
-    )
+    print(f"eval count:           {answer.eval_count} token(s)", file=sys.stderr)
+    print(f"eval rate:            {rate(answer.eval_count, answer.eval_duration)}", file=sys.stderr)
 
 
 def cmd_create(args: argparse.Namespace) -> None:
-    from hana_protocol.modelfile import Modelfile
-
-    path = Path(args.file)
-    if not path.exists():
-        raise CLIError(f"Error: no Modelfile at {path}")
-    modelfile = Modelfile.parse(path.read_text())
-    client = Client()
-    body: dict[str, Any] = {"model": args.model}
-    source = Path(os.path.expanduser(modelfile.from_))
-    if not source.is_absolute():
-        source = path.parent / source
-    if source.exists():
-        digest = upload_blob(client, source)
-        body["files"] = {source.name: digest}
-    else:
-        body["from"] = modelfile.from_
-    for field in ("template", "system"):
-        if getattr(modelfile, field):
-            body[field] = getattr(modelfile, field)
-    if modelfile.parameters:
-        body["parameters"] = modelfile.parameters
-    if modelfile.messages:
-        body["messages"] = modelfile.messages
-    if modelfile.license:
-        body["license"] = modelfile.license
-    for chunk in client.stream("/api/create", body):
+    for chunk in connect().stream_create_from_modelfile(args.model, args.file):
         print(chunk.get("status", ""))
 
 
-def upload_blob(client: Client, path: Path) -> str:
-    """Send a file to the server's blob store unless it is there already."""
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            sha.update(block)
-    digest = "sha256:" + sha.hexdigest()
-    if client.http.head(f"/api/blobs/{digest}").status_code == 200:
-        return digest
-    print(f"copying file {digest} 100%")
-    with path.open("rb") as handle:
-        client._check(client.http.post(f"/api/blobs/{digest}", content=handle))
-    return digest
-
-
 def cmd_stop(args: argparse.Namespace) -> None:
-    Client().request("POST", "/api/generate", {"model": args.model, "keep_alive": 0})
+    connect().generate(args.model, "", keep_alive=0)
 
 
 def cmd_rm(args: argparse.Namespace) -> None:
-    client = Client()
+    client = connect()
     for name in args.model:
-        client.request("DELETE", "/api/delete", {"model": name})
+        client.delete(name)
         print(f"deleted '{name}'")
 
 
 def cmd_cp(args: argparse.Namespace) -> None:
-    Client().request("POST", "/api/copy", {"source": args.source, "destination": args.destination})
+    connect().copy(args.source, args.destination)
     print(f"copied '{args.source}' to '{args.destination}'")
 
 
@@ -343,7 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     serve = verbs.add_parser("serve", help="start the model server (like `ollama serve`)")
+    serve.add_argument("--host", help="address to bind (default from HANA_HOST/OLLAMA_HOST)")
     serve.add_argument("--port", type=int, help="port (default from HANA_HOST/OLLAMA_HOST: 11434)")
+    serve.add_argument(
+        "--parent-pid",
+        type=int,
+        help="serve for this process: print the URL as one JSON line on stdout once listening, "
+        "and exit when that process dies (how a kernel starts its embedded server)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     setup = verbs.add_parser("setup", help="register the bundled default model gemma3:270m")
@@ -391,6 +271,21 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except CLIError as error:
         print(error, file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:
+        # The client raises hana_protocol.errors types; anything else is a bug worth a traceback.
+        from hana_protocol.errors import HanaError, ServerUnreachable
+
+        if isinstance(error, ServerUnreachable):
+            print(
+                f"Error: could not connect to hana at {error.url} ({error.reason}); "
+                "is `hana serve` running?",
+                file=sys.stderr,
+            )
+        elif isinstance(error, HanaError):
+            print(f"Error: {error.message}", file=sys.stderr)
+        else:
+            raise
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -1,11 +1,8 @@
-"""Kernel-side fixtures: one real `hana serve` with tiny models, and a bare IPython shell whose
+"""Kernel-side fixtures: the bundled model in the session's server, and a bare IPython shell whose
 display calls are recorded."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,33 +11,8 @@ from typing import Any
 import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
-from kernel_side import MODEL_A, MODEL_B
 from server_harness import HanaServerProcess
-from tiny_gguf import write_tiny_gguf
 from traitlets.config import Config
-
-HANA = Path(sys.executable).parent / "hana"
-
-
-@pytest.fixture(scope="session")
-def hana(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProcess]:
-    """`hana serve` on a free port with a private store holding `tiny:a` and `tiny:b`, created the
-    way users do: `hana create NAME -f Modelfile`."""
-    root = tmp_path_factory.mktemp("hana-jupyter")
-    server = HanaServerProcess(root / "models", root / "server.log").start()
-    for seed, name in ((1, MODEL_A), (2, MODEL_B)):
-        gguf = write_tiny_gguf(root / f"tiny-{seed}.gguf", seed=seed)
-        modelfile = root / f"Modelfile-{seed}"
-        modelfile.write_text(f"FROM {gguf}\n")
-        subprocess.run(
-            [str(HANA), "create", name, "-f", str(modelfile)],
-            env={**os.environ, "HANA_URL": server.url},
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hana_jupyter.client import Completion, keep_alive_value, normalize_url
-from hana_jupyter.display import (
-    StreamBoard,
-    StreamState,
-    format_relative,
-    format_size,
-    model_table,
-    runner_table,
-)
+from hana_jupyter.display import StreamBoard, StreamState, model_table, runner_table
 from hana_jupyter.magics import expand_fields
+from hana_protocol.formatting import format_relative, format_size
 
 
 @pytest.mark.parametrize(

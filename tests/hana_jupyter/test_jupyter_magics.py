@@ -17,7 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kernel_side import MODEL_A, MODEL_B, in_flight
 from server_harness import HanaServerProcess, free_port, wait_for
 
-from hana_jupyter.client import HanaClient
+from hana_client import HanaClient
 from hana_jupyter.display import Records
 from hana_jupyter.magics import HanaMagicError
 

@@ -10,8 +10,8 @@ from kernel_side import MODEL_A, MODEL_B
 from server_harness import HanaServerProcess, wait_for
 
 from hana_jupyter.client import Completion, ModelNotFoundError
-from hana_jupyter.display import parse_time
 from hana_jupyter.manager import ModelManager
+from hana_protocol.formatting import parse_time
 
 
 @pytest.fixture

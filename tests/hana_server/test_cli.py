@@ -73,3 +73,26 @@ def test_unreachable_server_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "could not connect to hana" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_and_ps_import_nothing_heavy() -> None:
+    # `hana ps` is a quick look; it must not pay for the server, the store or numpy.
+    probe = (
+        "import sys\n"
+        "from hana_server.cli import main\n"
+        "for argv in (['--version'], ['ps']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('numpy', 'gguf', 'llama_cpp', 'hana_server.scheduler', 'hana_server.store',\n"
+        "         'hana_server.service', 'hana_server.config')\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    env = {**os.environ, "HANA_HOST": "127.0.0.1:9"}
+    env.pop("HANA_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert "could not connect to hana" in result.stderr  # ps really ran

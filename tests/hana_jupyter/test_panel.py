@@ -18,9 +18,10 @@ import pytest
 from server_harness import HanaServerProcess, wait_for
 from traitlets import All
 
-from hana_jupyter.client import HanaClient
+from hana_client import HanaClient
+from hana_client.streams import read_events
+from hana_jupyter.panel import HanaPanel
 from hana_jupyter.panel_row import ModelRow, keep_alive_choice
-from hana_jupyter.widgets import HanaPanel, read_events
 
 A = "tiny:a"
 B = "tiny:b"

@@ -1,4 +1,5 @@
-"""HanaClient against a real `hana serve`: discovery, streaming, errors, cancellation."""
+"""HanaClient against a real `hana serve`: discovery, streaming, errors, cancellation, the
+embedded child server."""
 
 from __future__ import annotations
 
@@ -12,14 +13,10 @@ import pytest
 from kernel_side import MODEL_A, in_flight
 from server_harness import HanaServerProcess, free_port, wait_for
 
-import hana_jupyter.client as client_module
-from hana_jupyter.client import (
-    HanaClient,
-    ModelNotFoundError,
-    RequestError,
-    ServerUnreachable,
-    normalize_url,
-)
+import hana_client.discovery as discovery
+from hana_client import HanaClient
+from hana_protocol.errors import HanaError, ModelNotFound, ServerUnreachable
+from hana_protocol.hosts import normalize_url
 
 LONG = {"num_predict": 100_000, "temperature": 0}
 
@@ -33,6 +30,7 @@ def client(hana: HanaServerProcess) -> Iterator[HanaClient]:
 
 def test_discovery_order(hana: HanaServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.delenv("HANA_HOST", raising=False)
     monkeypatch.setenv("HANA_URL", hana.url)
     monkeypatch.setenv("OLLAMA_HOST", closed)
     assert HanaClient(url=closed).base_url == normalize_url(closed)  # explicit wins, unchecked
@@ -49,11 +47,12 @@ def test_embedded_server_when_nothing_answers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
 ) -> None:
     monkeypatch.delenv("HANA_URL", raising=False)
+    monkeypatch.delenv("HANA_HOST", raising=False)
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("HANA_MODELS", str(tmp_path))
     monkeypatch.setenv("HANA_REGISTER_DEFAULT_MODEL", "0")
-    once = client_module._Once(client_module._start_embedded)
-    monkeypatch.setattr(client_module, "_embedded", once)
+    once = discovery.Once(discovery._start_embedded)
+    monkeypatch.setattr(discovery, "_embedded", once)
     client = HanaClient()
     try:
         assert client.models() == []
@@ -81,11 +80,11 @@ def test_chat_answer_is_a_message(client: HanaClient) -> None:
 
 
 def test_typed_errors(client: HanaClient) -> None:
-    with pytest.raises(ModelNotFoundError) as not_found:
+    with pytest.raises(ModelNotFound) as not_found:
         client.generate("nope:1", "hi")
     assert not_found.value.status == 404
     assert str(not_found.value) == "model 'nope:1' not found"
-    with pytest.raises(RequestError) as bad:
+    with pytest.raises(HanaError) as bad:
         client.generate(MODEL_A, "hi", format="yaml")
     assert bad.value.status == 400
     unreachable = HanaClient(url=f"http://127.0.0.1:{free_port()}")

@@ -1,6 +1,6 @@
 """`HanaPanel`: a live view of a hana server's runners, with Warm up / Unload / keep-alive controls.
 
-Where updates come from: the server's event stream (`GET /api/hana/events`, server-sent events).
+Where updates come from: the server's event stream (`HanaClient.events()`, server-sent events).
 Its first event is the current state, each later one a new state after a change (load progress,
 a request admitted or finished, an unload), so the panel never polls; a second-by-second tick
 only advances the keep-alive countdowns, locally. Several panels, in one kernel or many, show the
@@ -32,20 +32,22 @@ import asyncio
 import atexit
 import contextlib
 import html
-import json
 import math
+import sys
 import threading
 import time
+import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from ipywidgets import HTML, Button, HBox, Layout, VBox
 from traitlets import Bool, Float, Int, Unicode
 
-from hana_jupyter.client import HanaClient, HanaClientError, background_loop, keep_alive_value
+from hana_client import HanaClient, background_loop
+from hana_client.payload import keep_alive_value
 from hana_jupyter.panel_row import (
     COLUMNS,
     ModelRow,
@@ -54,33 +56,11 @@ from hana_jupyter.panel_row import (
     describe_keep_alive,
 )
 from hana_protocol.durations import parse_env_keep_alive, parse_keep_alive
-from hana_protocol.errors import HanaError
-
-#: The server sends a comment every 15 s; three missed ones mean the connection is dead even if
-#: the socket has not noticed (a suspended laptop, a dropped NAT entry).
-EVENTS_READ_TIMEOUT = 45.0
+from hana_protocol.errors import HanaError, ServerUnreachable
 
 
 class StreamEnded(Exception):
     """The server closed the event stream (it is shutting down or restarting)."""
-
-
-async def read_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """Decode a `text/event-stream` into the JSON objects of its `data:` fields.
-
-    Comments (`: keep-alive`) are skipped; the event name is also inside hana's JSON (`"event"`),
-    so the `event:` field is not needed.
-    """
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield json.loads("\n".join(data))
-                data = []
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
 
 
 class HanaPanel(VBox):
@@ -92,7 +72,7 @@ class HanaPanel(VBox):
 
     Example::
 
-        from hana_jupyter.widgets import HanaPanel
+        from hana_jupyter.panel import HanaPanel
         panel = HanaPanel()            # or hana_jupyter.panel(); %hana panel in a cell
         panel                          # shows it (last expression of a cell)
         panel.rows["gemma3:270m"].state
@@ -249,11 +229,6 @@ class HanaPanel(VBox):
         if self._dirty is not None:
             self._dirty.set()
 
-    async def _http(self) -> httpx.AsyncClient:
-        # The client's pool: its base URL (found once, the same server the magics use) and its
-        # token header.
-        return await self.client._http()
-
     # ---- following the server ---------------------------------------------------------------
 
     async def _follow(self) -> None:
@@ -263,7 +238,7 @@ class HanaPanel(VBox):
         while True:
             try:
                 await self._read_stream()
-            except (httpx.HTTPError, HanaClientError, StreamEnded, ValueError) as exc:
+            except (HanaError, StreamEnded, ValueError) as exc:
                 problem = f"server unreachable: {_reason(exc)}"
             except Exception as exc:
                 # An event we cannot read is a bug, but the next connection may well work: say
@@ -281,29 +256,31 @@ class HanaPanel(VBox):
             delay = min(delay * 2, self.max_retry_delay)
 
     async def _read_stream(self) -> None:
-        http = await self._http()
-        self.url = str(http.base_url)
+        # Discovery may probe or start a server: off the loop. The same server the magics use.
+        self.url = await asyncio.to_thread(lambda: self.client.base_url)
         self._paint_header()
-        await self._load_installed(http)
-        timeout = httpx.Timeout(self.client.connect_timeout, read=EVENTS_READ_TIMEOUT)
-        async with http.stream("GET", "api/hana/events", timeout=timeout) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise StreamEnded(f"GET /api/hana/events answered {response.status_code}")
-            async for event in read_events(response.aiter_lines()):
+        await self._load_installed()
+        async with aclosing(self.client.async_events()) as events:
+            async for event in events:
                 self.connected = True  # the first event is the current state
                 self._apply(event)
         raise StreamEnded("the server closed the event stream")
 
-    async def _load_installed(self, http: httpx.AsyncClient) -> None:
-        tags, status = await asyncio.gather(http.get("api/tags"), http.get("api/hana/status"))
-        tags.raise_for_status()
-        self._installed = [str(m["name"]) for m in tags.json().get("models", [])]
-        if status.status_code == 200:  # a plain Ollama server has no /api/hana/status
-            info = status.json()
-            self._cpus = info.get("cpus")
-            self._default_keep_alive = _seconds(info.get("settings", {}).get("keep_alive"))
+    async def _load_installed(self) -> None:
+        models, status = await asyncio.gather(self.client.async_models(), self._status())
+        self._installed = [str(m["name"]) for m in models]
+        if status is not None:
+            self._cpus = status.get("cpus")
+            self._default_keep_alive = _seconds(status.get("settings", {}).get("keep_alive"))
         self._changed()
+
+    async def _status(self) -> dict[str, Any] | None:
+        try:
+            return await self.client.async_status()
+        except ServerUnreachable:
+            raise
+        except HanaError:  # a plain Ollama server has no /api/hana/status
+            return None
 
     def _apply(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event")
@@ -326,8 +303,8 @@ class HanaPanel(VBox):
 
     async def _reload_installed(self) -> None:
         # A failure here needs no report: the event stream notices a dead server and says so.
-        with contextlib.suppress(httpx.HTTPError, HanaClientError, ValueError):
-            await self._load_installed(await self._http())
+        with contextlib.suppress(HanaError, ValueError):
+            await self._load_installed()
 
     def _refresh(self) -> None:
         if self.connected:
@@ -427,7 +404,7 @@ class HanaPanel(VBox):
         self._changed()
         try:
             await self.client.async_generate(row.model, "", keep_alive=keep_alive)
-        except HanaClientError as exc:
+        except HanaError as exc:
             row.error = f"{what}: {exc}"
         finally:
             row.busy_action = False
@@ -476,14 +453,8 @@ def _signed(seconds: float) -> float:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused"
-    if isinstance(exc, httpx.TimeoutException):
-        return "no answer (timed out)"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code} from {exc.request.url.path}"
-    if isinstance(exc, httpx.TransportError):
-        return "connection lost"
+    if isinstance(exc, ServerUnreachable):
+        return exc.reason
     return str(exc) or type(exc).__name__
 
 
@@ -507,4 +478,14 @@ def panel(url: str | None = None, *, client: HanaClient | None = None) -> HanaPa
     return HanaPanel(client, url=url)
 
 
-__all__ = ["HanaPanel", "ModelRow", "panel", "read_events"]
+class _PanelModule(types.ModuleType):
+    """`hana_jupyter.panel` names both this module and the `panel()` function: importing the
+    module sets the package's attribute to the module, so the module itself is callable."""
+
+    def __call__(self, url: str | None = None, *, client: HanaClient | None = None) -> HanaPanel:
+        return panel(url, client=client)
+
+
+sys.modules[__name__].__class__ = _PanelModule
+
+__all__ = ["HanaPanel", "ModelRow", "panel"]
