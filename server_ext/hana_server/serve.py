@@ -1,7 +1,7 @@
 """The `hana serve` host (like `ollama serve`): the shared port without Jupyter.
 
-It also runs as a kernel's embedded server: `hana serve --parent-pid PID` announces its URL and exits
-with its parent (hana_client.discovery starts it that way).
+It also runs as a kernel's embedded server: `hana serve --parent-pid PID` announces its URL and
+exits with its parent (hana_client.discovery starts it that way).
 """
 
 from __future__ import annotations
