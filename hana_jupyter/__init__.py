@@ -15,41 +15,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hana_client import Answer, HanaClient, ServerUnreachable
-    from hana_jupyter.client import (
-        Completion,
-        HanaClientError,
-        ModelNotFoundError,
-        RequestError,
-    )
+    from hana_client import Answer, HanaClient
     from hana_jupyter.magics import HanaMagics
     from hana_jupyter.manager import ModelManager
-    from hana_jupyter.panel import HanaPanel, panel
+    from hana_jupyter.runner_panel import HanaPanel, panel
+    from hana_protocol.errors import HanaError, ModelNotFound, ServerUnreachable
 
 _LAZY = {
     "Answer": "hana_client",
-    "Completion": "hana_jupyter.client",
     "HanaClient": "hana_client",
-    "HanaClientError": "hana_jupyter.client",
-    "ModelNotFoundError": "hana_jupyter.client",
-    "RequestError": "hana_jupyter.client",
-    "ServerUnreachable": "hana_client",
+    "HanaError": "hana_protocol.errors",
+    "ModelNotFound": "hana_protocol.errors",
+    "ServerUnreachable": "hana_protocol.errors",
     "HanaMagics": "hana_jupyter.magics",
     "ModelManager": "hana_jupyter.manager",
-    "HanaPanel": "hana_jupyter.panel",
-    "panel": "hana_jupyter.panel",
+    "HanaPanel": "hana_jupyter.runner_panel",
+    "panel": "hana_jupyter.runner_panel",
 }
 
 __all__ = [
     "Answer",
-    "Completion",
     "HanaClient",
-    "HanaClientError",
+    "HanaError",
     "HanaMagics",
     "HanaPanel",
     "ModelManager",
-    "ModelNotFoundError",
-    "RequestError",
+    "ModelNotFound",
     "ServerUnreachable",
     "load_ipython_extension",
     "panel",

@@ -396,7 +396,7 @@ class HanaMagics(Magics):
         print(self.manager.client.base_url)
 
     def _panel(self) -> Any:
-        from hana_jupyter.panel import HanaPanel  # ipywidgets loads only when asked for
+        from hana_jupyter.runner_panel import HanaPanel  # ipywidgets loads only when asked for
 
         return HanaPanel(self.manager.client)
 

@@ -15,7 +15,7 @@ FORBIDDEN = ("hana_server", "numpy", "gguf", "llama_cpp")
     ("modules", "also_forbidden"),
     [
         (["hana_client", "hana_client.discovery"], ("IPython", "hana_jupyter", "ipywidgets")),
-        (["hana_jupyter.magics", "hana_jupyter.manager", "hana_jupyter.panel"], ()),
+        (["hana_jupyter.magics", "hana_jupyter.manager", "hana_jupyter.runner_panel"], ()),
     ],
 )
 def test_never_imports_the_server(modules: list[str], also_forbidden: tuple[str, ...]) -> None:

@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hana_jupyter.client import Completion, keep_alive_value, normalize_url
+from hana_client import Answer
+from hana_client.payload import keep_alive_value
 from hana_jupyter.display import StreamBoard, StreamState, model_table, runner_table
 from hana_jupyter.magics import expand_fields
 from hana_protocol.formatting import format_relative, format_size
+from hana_protocol.hosts import normalize_url
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,7 @@ def test_expand_does_not_call_anything() -> None:
 
 
 def test_completion_folds_generate_and_chat_chunks() -> None:
-    completion = Completion(model="m")
+    completion = Answer(model="m")
     assert completion.add({"response": "Hel", "done": False}) == "Hel"
     completion.add({"message": {"role": "assistant", "content": "lo"}, "done": False})
     completion.add(

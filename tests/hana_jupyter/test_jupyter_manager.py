@@ -9,8 +9,9 @@ import pytest
 from kernel_side import MODEL_A, MODEL_B
 from server_harness import HanaServerProcess, wait_for
 
-from hana_jupyter.client import Completion, ModelNotFoundError
+from hana_client import Answer
 from hana_jupyter.manager import ModelManager
+from hana_protocol.errors import ModelNotFound
 from hana_protocol.formatting import parse_time
 
 
@@ -47,7 +48,7 @@ def test_models_and_show(mgr: ModelManager) -> None:
     assert "<table>" in models._repr_html_()
     details = mgr.show(MODEL_A)
     assert dict(details.rows())["architecture"] == "llama"
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFound):
         mgr.show("nope:1")
 
 
@@ -69,11 +70,11 @@ def test_parallel_results_keep_the_order_of_the_requests(mgr: ModelManager) -> N
 
 def test_parallel_failure_modes(mgr: ModelManager) -> None:
     requests = [(MODEL_A, "fine"), ("nope:1", "missing")]
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFound):
         mgr.parallel(requests, options={"num_predict": 3})
     results = mgr.parallel(requests, options={"num_predict": 3}, return_exceptions=True)
-    assert isinstance(results[0], Completion) and results[0].eval_count == 3
-    assert isinstance(results[1], ModelNotFoundError)
+    assert isinstance(results[0], Answer) and results[0].eval_count == 3
+    assert isinstance(results[1], ModelNotFound)
 
 
 async def test_async_parallel_is_awaitable_in_a_cell_loop(mgr: ModelManager) -> None:

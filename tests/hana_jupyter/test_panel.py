@@ -20,8 +20,8 @@ from traitlets import All
 
 from hana_client import HanaClient
 from hana_client.streams import read_events
-from hana_jupyter.panel import HanaPanel
 from hana_jupyter.panel_row import ModelRow, keep_alive_choice
+from hana_jupyter.runner_panel import HanaPanel
 
 A = "tiny:a"
 B = "tiny:b"

@@ -33,10 +33,8 @@ import atexit
 import contextlib
 import html
 import math
-import sys
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import aclosing
@@ -72,7 +70,7 @@ class HanaPanel(VBox):
 
     Example::
 
-        from hana_jupyter.panel import HanaPanel
+        from hana_jupyter.runner_panel import HanaPanel
         panel = HanaPanel()            # or hana_jupyter.panel(); %hana panel in a cell
         panel                          # shows it (last expression of a cell)
         panel.rows["gemma3:270m"].state
@@ -477,15 +475,5 @@ def panel(url: str | None = None, *, client: HanaClient | None = None) -> HanaPa
     """
     return HanaPanel(client, url=url)
 
-
-class _PanelModule(types.ModuleType):
-    """`hana_jupyter.panel` names both this module and the `panel()` function: importing the
-    module sets the package's attribute to the module, so the module itself is callable."""
-
-    def __call__(self, url: str | None = None, *, client: HanaClient | None = None) -> HanaPanel:
-        return panel(url, client=client)
-
-
-sys.modules[__name__].__class__ = _PanelModule
 
 __all__ = ["HanaPanel", "ModelRow", "panel"]
