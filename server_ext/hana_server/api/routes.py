@@ -7,6 +7,7 @@ from typing import Any
 from tornado import web
 
 from hana_server.api import native, openai, state
+from hana_server.api.base import NotFoundHandler
 
 
 def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
@@ -32,6 +33,7 @@ def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/v1/embeddings", openai.EmbeddingsHandler),
         (r"/v1/models", openai.ModelsHandler),
         (r"/v1/models/(.+)", openai.ModelHandler),
+        (r"/.*", NotFoundHandler),  # last: unknown paths get JSON, not tornado's HTML page
     ]
 
 
