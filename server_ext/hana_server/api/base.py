@@ -178,6 +178,14 @@ class HanaHandlerMixin(web.RequestHandler):
         else:
             self.send_json({"error": error.message}, error.status)
 
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        body_done = getattr(self.request, "_body_future", None)
+        if body_done is not None and not body_done.done() and not self._headers_written:
+            # Refused before the body was read (Host check, 413): tornado then closes the
+            # connection, so tell the client not to send its next request on it.
+            self.set_header("Connection", "close")
+        return super().finish(*args, **kwargs)
+
     def on_connection_close(self) -> None:
         self._disarm_body_timer()
         super().on_connection_close()  # ends a body still being read, so the handler returns
@@ -202,9 +210,10 @@ class HanaHandlerMixin(web.RequestHandler):
 
 
 class NotFoundHandler(HanaHandlerMixin):
-    """Every path no route matches: Ollama's 404 as JSON, refused before any body is read."""
+    """Every path no route matches: Ollama's 404 as JSON. The host's door (Host check, auth) runs
+    first in `prepare`; the 404 comes after the (capped) body, so the connection stays usable."""
 
-    async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare()  # the host's door first: a bad Host is a 403, not a 404
-        if not self._finished:
-            raise web.HTTPError(404)
+    async def not_found(self, *args: Any) -> None:
+        raise web.HTTPError(404)
+
+    get = post = put = delete = patch = head = options = not_found
