@@ -266,6 +266,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2400)
     parser.add_argument("--out", type=Path, default=HERE / "soak.json")
+    parser.add_argument("--log", type=Path, help="keep the server's log here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hana-soak-") as tmp:
         root = Path(tmp)
@@ -296,6 +297,8 @@ def main() -> int:
         finally:
             server.stop()
             log = server.log()
+            if args.log:
+                args.log.write_bytes(server.log_path.read_bytes())
     outcomes = Counter[str]()
     for counts in tally.values():
         outcomes.update(counts)
