@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench lint clean
+.PHONY: install model test lab serve bench lint clean fuzz soak
 
 install: $(STAMP)
 
@@ -56,6 +56,18 @@ $(BENCH_STAMP): $(STAMP)
 # Raw llama-cpp-python ceilings vs hana vs llama_cpp.server; writes bench/results.json (~10 min).
 bench: model $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
+
+# Fuzz every API operation from its OpenAPI document against a real `hana serve` with three tiny
+# models; writes bench/fuzz.json (cases, 5xx, hangs). FUZZ_EXAMPLES cases per operation and mode.
+FUZZ_EXAMPLES ?= 100
+fuzz: install
+	$(BIN)/python bench/fuzz.py --examples $(FUZZ_EXAMPLES)
+
+# Bounded soak (not part of `make test`): 16 clients, 2,000+ requests over three tiny models with
+# cancels and malformed requests; checks slots, processes, descriptors, RSS and loop latency.
+# Writes bench/soak.json.
+soak: install
+	$(BIN)/python bench/soak.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -63,6 +63,7 @@ class ScriptedServer:
                 make_shared_port_app(self.service, self.settings), "127.0.0.1", 0, fallback=False
             )
             self.url = self.service.url = url_for("127.0.0.1", port)
+            self.http_server = server  # transport tests look at its open connections
         except BaseException as error:  # surfaced to the test thread
             self._error = error
             self._started.set()

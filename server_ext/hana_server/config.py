@@ -143,3 +143,49 @@ class HanaSettings(LoggingConfigurable):
     @property
     def default_keep_alive_seconds(self) -> float:
         return parse_env_keep_alive(self.keep_alive)
+
+    # ------------------------------------------------------------------ transport limits
+
+    max_request_body = Int(
+        16 << 20,
+        help="Largest JSON request body in bytes (larger: 413). Blob uploads have their own "
+        "limit, `max_upload_size`.",
+    ).tag(config=True)
+
+    max_upload_size = Int(
+        1 << 40,
+        help="Largest blob upload (`POST /api/blobs/...`) in bytes; uploads are streamed to a temp "
+        "file in the store, never held in memory.",
+    ).tag(config=True)
+
+    body_idle_timeout = Float(
+        60.0,
+        help="Seconds a request body may stall (no bytes arriving) before the connection is "
+        "closed; a half-sent request never holds a handler longer.",
+    ).tag(config=True)
+
+    header_timeout = Float(
+        60.0,
+        help="Seconds the shared port waits for a request's headers, idle keep-alive time "
+        "included (tornado counts both as one); then the connection is closed.",
+    ).tag(config=True)
+
+    max_connections = Int(
+        512,
+        help="Most open connections on the shared port; more are answered 503 and closed.",
+    ).tag(config=True)
+
+    events_heartbeat = Float(
+        15.0,
+        help="Seconds between keep-alive comments on `/api/hana/events` when nothing changes.",
+    ).tag(config=True)
+
+    prune = Bool(
+        help="At start, remove blobs no manifest refers to and stale temp files "
+        "($HANA_NOPRUNE / $OLLAMA_NOPRUNE turn it off).",
+    ).tag(config=True)
+
+    @default("prune")
+    def _default_prune(self) -> bool:
+        value = env_value("HANA_NOPRUNE", "OLLAMA_NOPRUNE")
+        return not value or value.lower() in ("0", "false", "no")

@@ -58,6 +58,11 @@ class HanaService:
             self.settings.num_parallel,
             self.scheduler.cpus,
         )
+        if self.settings.prune:
+            # Off the loop (a directory scan); before the first request, so nothing races it.
+            removed = await asyncio.to_thread(self.store.prune)
+            if removed:
+                log.info("hana: pruned %d unused files from the model store", removed)
         if self.settings.register_default_model:
             self._default_model_task = asyncio.create_task(self._register_default_model())
 

@@ -3,6 +3,11 @@
 It binds loopback by default and, like Ollama, refuses requests whose Host header is not a local
 name (a DNS-rebinding guard), and answers CORS only for local origins plus `origins`. Every host
 (`HanaApp`, `hana serve`, the embedded server) builds its shared port from this module.
+
+The door is `SharedPortHandler.prepare`: every hana handler streams its body, so `prepare` runs
+once the headers are in and before any body byte is read; checks added there (Origin, API key)
+hold for every route. The HTTP server itself bounds what a client can hold: the time to send
+headers (idle keep-alive time included) and the number of open connections (`LimitedHTTPServer`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tornado import httpserver, web
+from tornado.iostream import IOStream
 
 from hana_protocol.hosts import HostAddress
 from hana_server.api.routes import build_routes
@@ -62,8 +68,17 @@ class SharedPortHandler(web.RequestHandler):
     """Base for handlers on the shared port: host guard and CORS, no auth (loopback only)."""
 
     def prepare(self) -> None:
+        """Runs before any of the body is read (hana handlers stream bodies): refuse here."""
+        self.check_host()
+        self.allow_origin()
+
+    def check_host(self) -> None:
+        """The DNS-rebinding guard: a loopback-bound port answers local Host names only."""
         if self.settings.get("hana_loopback") and not is_local_host(self.request.host):
             raise web.HTTPError(403, "host not allowed")
+
+    def allow_origin(self) -> None:
+        """CORS headers for local origins and the configured `origins`."""
         origin = self.request.headers.get("Origin")
         if origin and self._origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
@@ -108,7 +123,15 @@ def bind_shared_port(
     app: web.Application, host: str, port: int, *, fallback: bool
 ) -> tuple[httpserver.HTTPServer, int]:
     """Listen on host:port; if it is taken and `fallback`, on a free port. Returns the port."""
-    server = httpserver.HTTPServer(app, max_body_size=1 << 40, idle_connection_timeout=3600)
+    settings: HanaSettings = app.settings["hana_service"].settings
+    server = LimitedHTTPServer(
+        app,
+        max_connections=settings.max_connections,
+        # Per-route body limits are set by each handler once its headers are in; this is only
+        # the ceiling (the largest upload), checked before tornado reads a byte.
+        max_body_size=max(settings.max_upload_size, settings.max_request_body),
+        idle_connection_timeout=settings.header_timeout or None,  # tornado's header timeout
+    )
     try:
         sockets = bind_sockets(port, host)
     except OSError as error:
@@ -118,6 +141,27 @@ def bind_shared_port(
         sockets = bind_sockets(0, host)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
+
+
+class LimitedHTTPServer(httpserver.HTTPServer):
+    """tornado's HTTPServer with a cap on open connections: one more is answered 503 and closed,
+    so a flood of idle sockets cannot exhaust the process's file descriptors."""
+
+    BUSY = (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+        b'Connection: close\r\nContent-Length: 41\r\n\r\n{"error":"server busy, please try again"}'
+    )
+
+    def initialize(self, *args: Any, max_connections: int = 0, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(*args, **kwargs)
+        self.max_connections = max_connections
+
+    def handle_stream(self, stream: IOStream, address: tuple) -> None:  # type: ignore[override]
+        if self.max_connections and len(self._connections) >= self.max_connections:
+            log.warning("shared port: %d connections open, refusing one", len(self._connections))
+            stream.write(self.BUSY).add_done_callback(lambda _: stream.close())
+            return
+        super().handle_stream(stream, address)
 
 
 def bind_sockets(port: int, host: str) -> list[socket.socket]:

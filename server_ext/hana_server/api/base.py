@@ -1,7 +1,12 @@
-"""What every hana handler shares: the service, JSON bodies, Ollama-shaped errors, streaming.
+"""What every hana handler shares: the service, bounded JSON bodies, Ollama-shaped errors,
+streaming.
 
 Handlers are written once as mixins over `tornado.web.RequestHandler`; each host (standalone or
 Jupyter) combines them with its own base class, which adds authentication where it applies.
+
+Every request body is streamed (`_stream_request_body`): the host's `prepare` (Host check,
+Jupyter auth) runs as soon as the headers are in, before a single body byte is read, and each
+route then admits at most its own limit (`body_limit`) with a stall timeout on the way.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ log = logging.getLogger("hana.api")
 
 M = TypeVar("M", bound=BaseModel)
 
+# What Ollama's router (gin) says when no route or no method matches.
+ROUTER_MESSAGES = {404: "404 page not found", 405: "405 method not allowed"}
+
 
 def validation_message(error: ValidationError) -> str:
     """One readable line naming the field at fault."""
@@ -38,8 +46,13 @@ def validation_message(error: ValidationError) -> str:
 class HanaHandlerMixin(web.RequestHandler):
     """Base of all hana API handlers."""
 
+    _stream_request_body = True  # prepare() runs before any body byte is read
+    body_limit_setting = "max_request_body"  # the HanaSettings trait that caps this route's body
+
     _task: asyncio.Task[Any] | None = None
     _streaming = False
+    _body: bytearray | None = None
+    _body_timer: asyncio.TimerHandle | None = None
 
     @property
     def service(self) -> HanaService:
@@ -47,8 +60,68 @@ class HanaHandlerMixin(web.RequestHandler):
 
     # ------------------------------------------------------------------ input
 
+    async def prepare(self) -> None:  # type: ignore[override]
+        """The host's checks first (nothing of the body is read yet), then this route's limits."""
+        result = super().prepare()
+        if result is not None:
+            await result
+        if self._finished:
+            return
+        settings = self.service.settings
+        limit = int(getattr(settings, self.body_limit_setting))
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise web.HTTPError(413, f"request body too large: {length} bytes (limit {limit})")
+        connection = self.request.connection
+        if connection is not None and hasattr(connection, "set_max_body_size"):
+            connection.set_max_body_size(limit)  # chunked bodies: tornado stops at the limit
+        self._body = bytearray()
+        body_done = getattr(self.request, "_body_future", None)
+        if body_done is not None and not body_done.done():
+            self._arm_body_timer(settings.body_idle_timeout)
+            body_done.add_done_callback(lambda _: self._disarm_body_timer())
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self._arm_body_timer(self.service.settings.body_idle_timeout)
+        self.receive_chunk(chunk)
+        return None
+
+    def receive_chunk(self, chunk: bytes) -> None:
+        """Keep a chunk of the body (JSON routes; uploads write it to disk instead)."""
+        if self._body is not None:
+            self._body += chunk
+
+    @property
+    def body_bytes(self) -> bytes:
+        """The whole request body (the verb runs only once it is complete)."""
+        return bytes(self._body) if self._body is not None else self.request.body
+
+    def _arm_body_timer(self, seconds: float) -> None:
+        self._disarm_body_timer()
+        if seconds > 0:
+            loop = asyncio.get_running_loop()
+            self._body_timer = loop.call_later(seconds, self._body_stalled, seconds)
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_stalled(self, seconds: float) -> None:
+        # A half-sent request holds a handler and a file descriptor: close it, as nothing can
+        # be answered to a client that stopped mid-body.
+        log.info(
+            "%s %s: no body bytes for %.0f s, closing",
+            self.request.method,
+            self.request.path,
+            seconds,
+        )
+        self._body_timer = None
+        if self.request.connection is not None:
+            self.request.connection.close()  # type: ignore[attr-defined]
+
     def parse(self, schema: type[M]) -> M:
-        body = self.request.body
+        body = self.body_bytes
         if not body or not body.strip():
             raise InvalidRequest("missing request body")
         try:
@@ -74,7 +147,7 @@ class HanaHandlerMixin(web.RequestHandler):
         if isinstance(error, web.HTTPError) and error.log_message:
             message = error.log_message % error.args if error.args else error.log_message
         else:
-            message = self._reason
+            message = ROUTER_MESSAGES.get(status_code, self._reason)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": message}))
 
@@ -105,9 +178,23 @@ class HanaHandlerMixin(web.RequestHandler):
         else:
             self.send_json({"error": error.message}, error.status)
 
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        body_done = getattr(self.request, "_body_future", None)
+        if body_done is not None and not body_done.done() and not self._headers_written:
+            # Refused before the body was read (Host check, 413): tornado then closes the
+            # connection, so tell the client not to send its next request on it.
+            self.set_header("Connection", "close")
+        return super().finish(*args, **kwargs)
+
     def on_connection_close(self) -> None:
+        self._disarm_body_timer()
+        super().on_connection_close()  # ends a body still being read, so the handler returns
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+    def on_finish(self) -> None:
+        self._disarm_body_timer()
+        super().on_finish()
 
     async def stream_ndjson(self, chunks: AsyncIterator[dict[str, Any]]) -> None:
         """Write one JSON object per line, flushed per chunk."""
@@ -120,3 +207,13 @@ class HanaHandlerMixin(web.RequestHandler):
                 await self.flush()
                 self._streaming = True
         self.finish()
+
+
+class NotFoundHandler(HanaHandlerMixin):
+    """Every path no route matches: Ollama's 404 as JSON. The host's door (Host check, auth) runs
+    first in `prepare`; the 404 comes after the (capped) body, so the connection stays usable."""
+
+    async def not_found(self, *args: Any) -> None:
+        raise web.HTTPError(404)
+
+    get = post = put = delete = patch = head = options = not_found

@@ -206,10 +206,14 @@ class EmbeddingsHandler(HanaHandlerMixin):
         await self.run(work)
 
 
-@web.stream_request_body
 class BlobHandler(HanaHandlerMixin):
-    """`HEAD/POST /api/blobs/sha256:<hex>`: the upload half of `hana create` from a GGUF file."""
+    """`HEAD/POST /api/blobs/sha256:<hex>`: the upload half of `hana create` from a GGUF file.
 
+    The body goes straight to a temp file in the store, hashed on the way; a client that leaves
+    mid-upload takes the temp file with it (`on_connection_close`).
+    """
+
+    body_limit_setting = "max_upload_size"
     _spool: Any = None
     _hash: Any = None
 
@@ -227,18 +231,17 @@ class BlobHandler(HanaHandlerMixin):
         self.finish()
 
     async def prepare(self) -> None:  # type: ignore[override]
-        result = super().prepare()
-        if result is not None:
-            await result
-        if self.request.method == "POST":
-            self.request.connection.set_max_body_size(1 << 40)  # type: ignore[union-attr]
-            # A temp name of the store's: an upload cut off by a crash is swept like any other.
+        await super().prepare()
+        if self.request.method == "POST" and not self._finished:
+            self._digest(self.path_args[0] if self.path_args else "")  # 400 before any byte
+            # A temp name of the store's: an upload cut off by a crash is swept at the next start.
             self._spool = self.service.store.temp_path().open("xb")
             self._hash = hashlib.sha256()
 
-    def data_received(self, chunk: bytes) -> None:
-        self._spool.write(chunk)
-        self._hash.update(chunk)
+    def receive_chunk(self, chunk: bytes) -> None:
+        if self._spool is not None:
+            self._spool.write(chunk)
+            self._hash.update(chunk)
 
     async def post(self, digest: str) -> None:
         """Store the uploaded bytes if they match the digest."""
@@ -256,7 +259,16 @@ class BlobHandler(HanaHandlerMixin):
             if path.exists():
                 os.unlink(path)
 
-    def on_finish(self) -> None:
+    def _discard_spool(self) -> None:
         if self._spool is not None and not self._spool.closed:
             self._spool.close()
             Path(self._spool.name).unlink(missing_ok=True)
+        self._spool = None
+
+    def on_connection_close(self) -> None:
+        self._discard_spool()  # an aborted upload leaves nothing behind, at once
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._discard_spool()
+        super().on_finish()

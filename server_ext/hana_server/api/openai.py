@@ -69,10 +69,11 @@ class OpenAIHandlerMixin(HanaHandlerMixin):
     """Errors in OpenAI's shape; bodies are plain JSON objects."""
 
     def body(self) -> dict[str, Any]:
-        if not self.request.body:
+        body = self.body_bytes
+        if not body:
             raise InvalidRequest("missing request body")
         try:
-            data = json.loads(self.request.body)
+            data = json.loads(body)
         except json.JSONDecodeError as error:
             raise InvalidRequest(f"invalid JSON: {error.msg}") from error
         if not isinstance(data, dict):

@@ -7,6 +7,8 @@ from typing import Any
 from tornado import web
 
 from hana_server.api import native, openai, state
+from hana_server.api.base import NotFoundHandler
+from hana_server.api.openapi import OpenAPIHandler
 
 
 def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
@@ -27,11 +29,13 @@ def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/api/blobs/([^/]+)", native.BlobHandler),
         (r"/api/hana/events", state.EventsHandler),
         (r"/api/hana/status", state.StatusHandler),
+        (r"/api/openapi\.json", OpenAPIHandler),
         (r"/v1/chat/completions", openai.ChatCompletionsHandler),
         (r"/v1/completions", openai.CompletionsHandler),
         (r"/v1/embeddings", openai.EmbeddingsHandler),
         (r"/v1/models", openai.ModelsHandler),
         (r"/v1/models/(.+)", openai.ModelHandler),
+        (r"/.*", NotFoundHandler),  # last: unknown paths get JSON, not tornado's HTML page
     ]
 
 

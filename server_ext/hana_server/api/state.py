@@ -5,6 +5,7 @@ the JSON every state view shares: `/api/ps` entries are built here from the sche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
@@ -14,8 +15,6 @@ from tornado.iostream import StreamClosedError
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
 from hana_server.snapshots import RunnerSnapshot, WaitingSnapshot
-
-HEARTBEAT_SECONDS = 15.0
 
 
 def rfc3339(moment: datetime) -> str:
@@ -71,22 +70,35 @@ class EventsHandler(HanaHandlerMixin):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         events = self.service.scheduler.subscribe()
+        heartbeat = self.service.settings.events_heartbeat
+        # The next event is awaited as a task that outlives a heartbeat: cancelling `anext` at
+        # each timeout would close the subscription (the stream used to end at its first one).
+        pending: asyncio.Future[dict[str, Any]] | None = None
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(anext(events), HEARTBEAT_SECONDS)
-                except TimeoutError:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+                if not done:
                     self.write(": keep-alive\n\n")  # lets clients and proxies see we are alive
                     await self.flush()
                     continue
+                try:
+                    event = pending.result()
                 except StopAsyncIteration:
                     break
+                finally:
+                    pending = None
                 data = json.dumps(event_json(event))
                 self.write(f"event: {event.get('event', 'message')}\ndata: {data}\n\n")
                 await self.flush()
         except StreamClosedError:
             pass
         finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
             await events.aclose()
         if not self._finished:
             self.finish()

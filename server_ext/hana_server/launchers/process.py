@@ -32,6 +32,26 @@ HEALTH_POLL_SECONDS = 0.15
 
 default_log = logging.getLogger("hana_server.launchers")
 
+# A runner must not import from wherever the server was started (a shared, writable notebook
+# directory lets another user plant `llama_cpp.py` there): `-P` keeps the cwd off sys.path, and
+# the runner runs in the filesystem root, so nothing relative resolves into the caller's directory.
+RUNNER_CWD = os.path.abspath(os.sep)
+
+
+def isolated_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with PYTHONPATH made safe for a process in RUNNER_CWD: empty entries (which mean
+    the cwd) dropped, relative ones made absolute as the user meant them."""
+    path = env.get("PYTHONPATH")
+    if path is not None:
+        entries = [os.path.abspath(p) for p in path.split(os.pathsep) if p]
+        if entries:
+            env["PYTHONPATH"] = os.pathsep.join(entries)
+        else:
+            del env["PYTHONPATH"]
+    env.pop("PYTHONSTARTUP", None)
+    env["PYTHONSAFEPATH"] = "1"  # also for anything the runner itself starts
+    return env
+
 
 class RunnerProcess:
     """A started runner process. Create with `await RunnerProcess.start(...)`."""
@@ -78,10 +98,11 @@ class RunnerProcess:
         Raises RunnerFailed (with the runner's last log line) if it exits or stays silent first.
         """
         log = log or default_log
-        model_path = Path(model_path)
+        model_path = Path(os.path.abspath(model_path))  # the runner's cwd is not ours
         secret = secrets.token_urlsafe(32)
         command: list[str] = [
             python,
+            "-P",  # no cwd / script dir first on sys.path (see isolated_env)
             "-m",
             "hana_server.runner",
             "--model",
@@ -101,9 +122,10 @@ class RunnerProcess:
             command.append("--embedding")
         if swa_full:
             command.append("--swa-full")
-        env = {**os.environ, **(extra_env or {}), SECRET_ENV: secret}
+        env = isolated_env({**os.environ, **(extra_env or {}), SECRET_ENV: secret})
         process = await asyncio.create_subprocess_exec(
             *command,
+            cwd=RUNNER_CWD,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

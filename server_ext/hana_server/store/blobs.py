@@ -28,6 +28,10 @@ DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 TEMP_PREFIX = ".tmp-"
 # A temp file this old belongs to a writer that died; younger ones may still be in use.
 STALE_TEMP_SECONDS = 24 * 3600
+# At a server's start (the prune), files untouched this long are nobody's: a live upload writes
+# at least every `body_idle_timeout`, and a blob uploaded for a create that is still to come is
+# younger than this.
+PRUNE_AGE_SECONDS = 3600
 CHUNK = 1 << 20
 
 
@@ -156,16 +160,35 @@ class BlobStore:
             log.debug("removing unused blob %s", digest)
             self.path(digest).unlink(missing_ok=True)
 
-    def remove_stale_temp_files(self) -> None:
+    def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temp files untouched for `max_age` seconds; returns how many."""
+        return self._remove_old(lambda name: name.startswith(TEMP_PREFIX), max_age, "temp file")
+
+    def remove_unreferenced(self, keep: set[str], max_age: float = PRUNE_AGE_SECONDS) -> int:
+        """Delete blobs not in `keep` and untouched for `max_age` seconds; returns how many."""
+        kept = {digest.replace(":", "-") for digest in keep}
+        return self._remove_old(
+            lambda name: DIGEST.fullmatch(name) is not None and name not in kept,
+            max_age,
+            "unreferenced blob",
+        )
+
+    def _remove_old(self, wanted: Callable[[str], bool], max_age: float, what: str) -> int:
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
-            return
-        cutoff = time.time() - STALE_TEMP_SECONDS
+            return 0
+        cutoff = time.time() - max_age
+        removed = 0
         for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < cutoff:
-                log.info("removing stale temp file %s", entry.path)
-                Path(entry.path).unlink(missing_ok=True)
+            try:
+                if wanted(entry.name) and entry.stat().st_mtime < cutoff:
+                    log.info("removing %s %s", what, entry.path)
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+            except OSError as error:  # gone meanwhile, or not ours to remove: never fatal
+                log.warning("could not remove %s: %s", entry.path, error)
+        return removed
 
     def _commit(self, tmp: Path, digest: str) -> bool:
         target = self.path(digest)

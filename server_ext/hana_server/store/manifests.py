@@ -9,6 +9,7 @@ digest; the blobs themselves live in the `BlobStore`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -167,6 +168,13 @@ class ManifestTree:
                 (self.directory / directory).rmdir()
             except OSError:
                 break  # not empty: another tag or model lives there
+
+    def remove_empty_directories(self) -> None:
+        """Remove directories under manifests/ that hold no manifest any more."""
+        for root, _dirs, _files in sorted(os.walk(self.directory), reverse=True):
+            if Path(root) != self.directory:
+                with contextlib.suppress(OSError):  # not empty, or not ours
+                    Path(root).rmdir()
 
     def _read_blob(self, name: ModelName, digest: str) -> bytes:
         try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from hana_protocol.errors import HanaError, InvalidRequest
 from hana_protocol.modelfile import Modelfile, plan_create
-from hana_server.store.blobs import BlobStore, Progress, parse_digest
+from hana_server.store.blobs import PRUNE_AGE_SECONDS, BlobStore, Progress, parse_digest
 from hana_server.store.create import (
     ModelChanges,
     build_manifest,
@@ -195,3 +195,20 @@ class ModelStore:
             for other in self.manifests.paths():
                 unused -= manifest_digests(other)
             self.blobs.remove(unused)
+
+    def prune(self, max_age: float = PRUNE_AGE_SECONDS) -> int:
+        """Ollama's start-up prune: blobs no manifest refers to, temp files of dead writers and
+        empty manifest directories. Nothing is removed if any manifest cannot be read (its blobs
+        would look unreferenced). Returns how many files were removed."""
+        with self._lock:
+            keep: set[str] = set()
+            for path in self.manifests.paths():
+                digests = manifest_digests(path)
+                if not digests:
+                    log.warning("not pruning blobs: manifest %s cannot be read", path)
+                    return 0
+                keep |= digests
+            removed = self.blobs.remove_stale_temp_files(max_age)
+            removed += self.blobs.remove_unreferenced(keep, max_age)
+            self.manifests.remove_empty_directories()
+            return removed

@@ -106,3 +106,26 @@ async def test_a_runner_that_never_starts_is_reported(tmp_path: Path) -> None:
         await RunnerProcess.start(
             tmp_path / "x.gguf", ctx_size=64, parallel=1, threads=1, python=str(fake_python)
         )
+
+
+async def test_a_module_planted_in_the_callers_directory_is_not_imported(
+    tiny_gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another user who can write to the directory the server was started from plants a module
+    # the runner imports; the runner must load the real one (and run from a safe directory).
+    shared = tmp_path / "shared-notebooks"
+    shared.mkdir()
+    marker = tmp_path / "planted-module-ran"
+    (shared / "llama_cpp.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise SystemExit('planted llama_cpp imported')\n"
+    )
+    monkeypatch.chdir(shared)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(["", *os.environ.get("PYTHONPATH", "").split(os.pathsep)])
+    )
+    runner = await start_ready(Path(os.path.relpath(tiny_gguf_path, shared)))
+    try:
+        assert not marker.exists()
+        assert Path(f"/proc/{runner.pid}/cwd").resolve() != shared.resolve()
+    finally:
+        await runner.terminate()
