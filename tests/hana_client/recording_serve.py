@@ -20,7 +20,7 @@ def _record(handler: Any) -> None:
     request = handler.request
     if request.method == "POST" and request.path == "/api/create":
         with open(os.environ["HANA_RECORD"], "a", encoding="utf-8") as record:
-            record.write(json.dumps(json.loads(request.body)) + "\n")
+            record.write(json.dumps(json.loads(handler.body_bytes)) + "\n")
 
 
 def _recording_app(*args: Any, **kwargs: Any) -> Any:
