@@ -18,6 +18,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from hana_protocol.errors import HanaError, InvalidRequest, RequestCanceled
+from hana_protocol.jsonbody import loads_object
 
 if TYPE_CHECKING:
     from hana_server.service import HanaService
@@ -35,6 +36,15 @@ def validation_message(error: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+def validated(schema: type[M], data: dict[str, Any]) -> M:
+    """`data` as `schema`. Validators raise InvalidRequest with Ollama's own message (it passes
+    through pydantic untouched); pydantic's own complaints become one line naming the field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise InvalidRequest(validation_message(error)) from error
+
+
 class HanaHandlerMixin(web.RequestHandler):
     """Base of all hana API handlers."""
 
@@ -48,19 +58,8 @@ class HanaHandlerMixin(web.RequestHandler):
     # ------------------------------------------------------------------ input
 
     def parse(self, schema: type[M]) -> M:
-        body = self.request.body
-        if not body or not body.strip():
-            raise InvalidRequest("missing request body")
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as error:
-            raise InvalidRequest(f"invalid JSON: {error.msg} at line {error.lineno}") from error
-        if not isinstance(data, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        try:
-            return schema.model_validate(data)
-        except ValidationError as error:
-            raise InvalidRequest(validation_message(error)) from error
+        """The body as `schema`; anything malformed is an InvalidRequest (400), never a 500."""
+        return validated(schema, loads_object(self.request.body))
 
     # ------------------------------------------------------------------ output
 
