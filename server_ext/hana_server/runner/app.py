@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from hana_protocol.errors import HanaError
+from hana_protocol import jsonbody
+from hana_protocol.errors import HanaError, InvalidRequest
 from hana_server.runner.lifecycle import RunnerLifecycle
 from hana_server.runner.settings import SECRET_HEADER
 
@@ -77,10 +78,12 @@ class RunnerHandler(tornado.web.RequestHandler):
         return tornado.web.HTTPError(error.status, error.message, reason=_reason(error.status))
 
     def json_body(self) -> dict[str, Any]:
+        # The runner is a process boundary: it reads its input as strictly as the server does
+        # (no NaN, no lone surrogates, bounded depth), whoever sent it.
         try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError as error:
-            raise tornado.web.HTTPError(400, f"invalid JSON body: {error}") from error
+            body = jsonbody.loads(self.request.body or b"{}")
+        except InvalidRequest as error:
+            raise tornado.web.HTTPError(400, error.message) from error
         if not isinstance(body, dict):
             raise tornado.web.HTTPError(400, "the body must be a JSON object")
         return body

@@ -104,6 +104,7 @@ class _HeaderReader:
         self.endian = endian
         self.path = path
         self.pos = 0
+        self.last_count = 0  # items of the last array read, kept or not
 
     def damaged(self) -> InvalidGGUF:
         return InvalidGGUF(f"{self.path.name}: damaged GGUF header (truncated at byte {self.pos})")
@@ -165,6 +166,7 @@ class _HeaderReader:
             except (ValueError, KeyError):
                 raise InvalidGGUF(f"{self.path.name}: unknown GGUF array type {etype}") from None
             count = self.count("array items", size)
+        self.last_count = count
         keep = keep or count <= MAX_ARRAY_SIZE
         if etype == gguf.GGUFValueType.STRING:
             if keep:
@@ -220,6 +222,7 @@ class GGUFInfo:
     chat_template: str | None
     file_size: int
     kv: dict[str, Any] = field(repr=False)
+    vocab_size: int = 0
     tensors: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -257,9 +260,12 @@ class GGUFInfo:
             raise InvalidGGUF(f"{path.name}: damaged GGUF header ({n_tensors} tensors)")
 
         kv: dict[str, Any] = {}
+        vocab_size = 0
         for _ in range(n_kv):
             key = r.string()
             kv[key] = r.value(r.unpack("I"), verbose)
+            if key == gguf.Keys.Tokenizer.LIST:
+                vocab_size = r.last_count
 
         parameter_count = 0
         tensors: list[dict[str, Any]] = []
@@ -327,6 +333,7 @@ class GGUFInfo:
             chat_template=chat_template if isinstance(chat_template, str) else None,
             file_size=file_size,
             kv=kv,
+            vocab_size=vocab_size,
             tensors=tensors,
         )
 
