@@ -206,3 +206,50 @@ def test_bodies_are_parsed_once_the_host_check_passed_and_errors_are_json(
     )
     assert answer.status_code == 400
     assert json.loads(answer.text)["error"].startswith("invalid JSON")
+
+
+def test_num_ctx_beyond_the_training_context_is_clamped_like_ollama(
+    scripted_server: ScriptedServer,
+) -> None:
+    server = scripted_server
+    server.create_tiny("tiny")  # trained for 4096 tokens
+    body = {"model": "tiny", "prompt": "x", "stream": False, "options": {"num_ctx": 2**62}}
+    assert server.http.post(GENERATE, json=body).status_code == 200
+    assert server.ps()[0]["context_length"] == 4096
+
+
+def test_the_scheduler_refuses_bad_keep_alives_before_any_change_and_closes_cleanly(
+    tmp_path: object,
+) -> None:
+    import math
+
+    from hana_server.config import HanaSettings
+    from hana_server.service import HanaService
+    from tiny_gguf import write_tiny_gguf
+
+    from hana_protocol.errors import InvalidRequest
+
+    async def scenario() -> None:
+        root = tmp_path / "models"  # type: ignore[operator]
+        service = HanaService(
+            HanaSettings(models_dir=str(root), register_default_model=False),
+            launcher=ScriptedLauncher(),
+        )
+        await service.start()
+        digest = service.store.import_file(write_tiny_gguf(root.parent / "tiny.gguf"))
+        model = service.store.create("tiny", model_digest=digest)
+        scheduler = service.scheduler
+        (await scheduler.acquire(model, {}, 60)).release()
+        for bad in (math.nan, -5.0, 1e300):  # the API never passes these; the scheduler checks
+            with pytest.raises(InvalidRequest):
+                await scheduler.acquire(model, {}, bad)
+            with pytest.raises(InvalidRequest):
+                scheduler.set_keep_alive(model, bad)
+        (snapshot,) = scheduler.ps()
+        assert (snapshot.active_requests, snapshot.keep_alive) == (0, 60)
+        lease = await scheduler.acquire(model, {}, None)
+        lease.runner.keep_alive = 1e300  # a value that got past every check anyway
+        lease.release()  # arms the expiry: must not overflow a datetime
+        await service.stop()  # and shutting down must not raise
+
+    asyncio.run(scenario())
