@@ -199,8 +199,9 @@ class ThreadsHandler(RunnerHandler):
     def post(self) -> None:
         """Change the compute threads; the engine applies it between two decode steps."""
         threads = self.json_body().get("threads")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise tornado.web.HTTPError(400, "threads must be a positive integer")
+        # It goes into a C int inside llama.cpp; no machine has more than 4096 cores.
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 4096:
+            raise tornado.web.HTTPError(400, "threads must be an integer from 1 to 4096")
         self.lifecycle.set_threads(threads)
         self.send_json({"threads": threads})
 
