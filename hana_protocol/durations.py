@@ -8,6 +8,8 @@ import re
 from hana_protocol.errors import InvalidRequest
 
 FOREVER = math.inf
+# Go's time.Duration is an int64 of nanoseconds: about 292 years is the longest duration there is.
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 _UNITS = {
     "ns": 1e-9,
@@ -40,6 +42,8 @@ def parse_go_duration(text: str) -> float:
             raise InvalidRequest(f'time: invalid duration "{text}"')
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
+    if not total <= MAX_DURATION_SECONDS:  # Go's ParseDuration overflows: the same error
+        raise InvalidRequest(f'time: invalid duration "{text}"')
     return sign * total
 
 
@@ -47,13 +51,20 @@ def parse_keep_alive(value: object) -> float | None:
     """Seconds to keep a model loaded; None when unset, FOREVER when negative.
 
     Numbers are seconds (as in the API), strings are Go durations; a unit-less numeric
-    string is rejected like Ollama does.
+    string is rejected like Ollama does. A number beyond Go's longest duration (~292 years)
+    means forever (Ollama's conversion would wrap it to a negative, i.e. unload at once); a
+    string beyond it is refused as Go's ParseDuration refuses it. NaN and infinities are not
+    JSON and are refused.
     """
     if value is None:
         return None
     if isinstance(value, bool):
         raise InvalidRequest("keep_alive must be a number of seconds or a duration string")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest(f"json: unsupported value: {value}")
+        if value < 0 or value > MAX_DURATION_SECONDS:
+            return FOREVER
         seconds = float(value)
     elif isinstance(value, str):
         seconds = parse_go_duration(value)
@@ -67,8 +78,11 @@ def parse_env_keep_alive(text: str) -> float:
     try:
         seconds = parse_go_duration(text)
     except InvalidRequest:
-        seconds = float(int(text.strip()))
-    return FOREVER if seconds < 0 else seconds
+        whole = int(text.strip())
+        seconds = FOREVER if whole > MAX_DURATION_SECONDS else float(whole)
+    if seconds < 0 or seconds > MAX_DURATION_SECONDS:
+        return FOREVER
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -58,12 +58,23 @@ DEFAULTS: dict[str, Any] = {
 # What a runner needs for one sequence.
 SAMPLING_KEYS = (*DEFAULTS, "stop")
 
+# Go's int is an int64: an integer option outside it has no meaning (Go's float64-to-int64
+# conversion would make garbage of it), so it is refused like a value of the wrong type.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+# Every stop string is matched against every generated token in the runner and held in its
+# memory per sequence: a bounded number of bounded strings (OpenAI allows 4; Ollama sets none).
+MAX_STOP_STRINGS = 64
+MAX_STOP_LENGTH = 4096
+
 
 def check_option(key: str, value: Any) -> Any:
     """Return `value` in the option's type, or raise InvalidRequest naming the option.
 
-    Integers accept any finite number (truncated, as Go's JSON decoding into int does for
-    Ollama's map[string]any options); unknown keys pass through unchanged.
+    Integers accept any finite number within int64 (truncated, as Go's JSON decoding into int
+    does for Ollama's map[string]any options); floats must be finite; `stop` takes at most
+    MAX_STOP_STRINGS strings of at most MAX_STOP_LENGTH characters. Unknown keys pass through
+    unchanged.
     """
     kind = OPTION_KINDS.get(key)
     if kind is None:
@@ -72,18 +83,29 @@ def check_option(key: str, value: Any) -> Any:
     if kind in ("integer", "float32"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise wrong
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise wrong
-        return int(value) if kind == "integer" else float(value)
+        if kind == "float32":
+            # Beyond float32's range the value would be an infinity inside the sampler.
+            if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                raise wrong
+            return float(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise wrong
+        return int(value)
     if kind == "boolean":
         if not isinstance(value, bool):
             raise wrong
         return value
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(item, str) for item in stops):
         raise wrong
-    return list(value)
+    if len(stops) > MAX_STOP_STRINGS or any(len(item) > MAX_STOP_LENGTH for item in stops):
+        raise InvalidRequest(
+            f'option "stop" takes at most {MAX_STOP_STRINGS} strings of at most '
+            f"{MAX_STOP_LENGTH} characters"
+        )
+    return list(stops)
 
 
 def merge_options(

@@ -1,7 +1,11 @@
 """From an API request to a stream of Ollama response chunks: options, prompt, lease, runner.
 
 Everything that can be refused is checked in `start_*` before the first byte goes out, so those
-errors get a proper status; what fails later becomes an error line inside the stream.
+errors get a proper status; what fails later becomes an error line inside the stream. The lease on
+a runner is taken last, when nothing is left to refuse, and an `AnswerStream` owns it: callers
+use it as an async context manager, so the slot comes back on every path (an error, a cancel, a
+client that leaves, a stream never iterated). Prompts are rendered on a worker thread: templates
+come from users and run under the limits of store/prompt.py, never on the event loop.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from hana_protocol.options import merge_options, sampling
 from hana_server.requests import ChatRequest, GenerateRequest
 from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
 from hana_server.store.model import Model
-from hana_server.store.prompt import PromptBuilder
+from hana_server.store.prompt import PromptBuilder, render_off_loop
 from hana_server.store.store import ModelStore
 
 log = logging.getLogger("hana.generation")
@@ -65,13 +69,20 @@ def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class AnswerStream:
-    """A request that passed every check and holds a lease; iterate `chunks()` exactly once."""
+    """A request that passed every check and holds a lease; iterate `chunks()` at most once,
+    inside `async with`, which gives the lease back however the answer ends."""
 
     model: Model
     lease: Lease
     payload: dict[str, Any]
     started: float
     wrap: TextFields
+
+    async def __aenter__(self) -> AnswerStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.lease.release()
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         name = self.model.name.display
@@ -160,10 +171,14 @@ class GenerationService:
             prompt, default_stop = req.prompt, []
         else:
             templated = dataclasses.replace(model, template=req.template) if req.template else model
-            builder = PromptBuilder.for_model(templated, self.scheduler.info(model))
-            system = req.system if req.system is not None else None
-            prompt = builder.generate(req.prompt, system=system, suffix=req.suffix)
-            default_stop = builder.stop
+
+            def render() -> tuple[str, list[str]]:
+                builder = PromptBuilder.for_model(templated, self.scheduler.info(model))
+                return builder.generate(
+                    req.prompt, system=req.system, suffix=req.suffix
+                ), builder.stop
+
+            prompt, default_stop = await render_off_loop(render)
         return await self._complete(
             model,
             options,
@@ -190,15 +205,19 @@ class GenerationService:
         fmt = runner_format(req.format)
         if not req.messages:
             return await self.load_or_unload(model, keep_alive, options, chat_fields)
-        builder = PromptBuilder.for_model(model, self.scheduler.info(model))
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
-        prompt = builder.chat(messages, tools=req.tools)
+
+        def render() -> tuple[str, list[str]]:
+            builder = PromptBuilder.for_model(model, self.scheduler.info(model))
+            return builder.chat(messages, tools=req.tools), builder.stop
+
+        prompt, default_stop = await render_off_loop(render)
         return await self._complete(
             model,
             options,
             keep_alive,
             prompt,
-            builder.stop,
+            default_stop,
             fmt,
             started,
             chat_fields,
@@ -218,8 +237,9 @@ class GenerationService:
         runner_options = sampling(options)
         if "stop" not in runner_options and default_stop:
             runner_options["stop"] = list(default_stop)
-        lease = await self.scheduler.acquire(model, options, keep_alive)
         payload = {"prompt": prompt, "options": runner_options, **fmt}
+        # Last: from here on the AnswerStream owns the slot (see the module's docstring).
+        lease = await self.scheduler.acquire(model, options, keep_alive)
         return AnswerStream(model, lease, payload, started, wrap)
 
     # ------------------------------------------------------------------ embeddings
@@ -252,8 +272,8 @@ class GenerationService:
         if "error" in result:
             raise InvalidRequest(result["error"])
         vectors = result["embeddings"]
-        if dimensions:
-            vectors = [_normalise(v[:dimensions]) for v in vectors]
+        if dimensions:  # Ollama: 0 < dimensions < length keeps the first ones
+            vectors = [_normalise(v[:dimensions]) if dimensions < len(v) else v for v in vectors]
         return {
             "model": model.name.display,
             "embeddings": vectors,

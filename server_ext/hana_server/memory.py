@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hana_protocol.options import MAX_STOP_LENGTH, MAX_STOP_STRINGS
+
 if TYPE_CHECKING:
     from hana_server.launchers.protocol import RunnerSpec
     from hana_server.store.gguf_info import GGUFInfo
@@ -33,10 +35,21 @@ def available_memory() -> int:
     return max(available, 0)
 
 
+def sequence_state_bytes(info: GGUFInfo, spec: RunnerSpec) -> int:
+    """What one sequence's options can make the runner hold besides the KV cache, at most: the
+    grammar's candidate array (12 bytes per vocabulary entry), the repetition-penalty ring
+    (repeat_last_n is clamped to the context) and the stop strings' matchers (bounded in
+    hana_protocol.options; a character and a 4-byte table entry each)."""
+    stops = MAX_STOP_STRINGS * MAX_STOP_LENGTH * (4 + 4)
+    return 12 * info.vocab_size + 4 * spec.ctx_size + stops
+
+
 def estimate_runner_bytes(info: GGUFInfo, spec: RunnerSpec) -> int:
-    """Weights + f16 KV for num_ctx x parallel (SWA layers full-size) + compute buffers."""
+    """Weights + f16 KV for num_ctx x parallel (SWA layers full-size) + compute buffers + what
+    each sequence's options may add."""
     kv = info.kv_bytes_per_token() * spec.ctx_size * spec.parallel
-    return int(info.file_size + kv + COMPUTE_OVERHEAD)
+    sequences = sequence_state_bytes(info, spec) * spec.parallel
+    return int(info.file_size + kv + COMPUTE_OVERHEAD + sequences)
 
 
 class MemoryBudget:

@@ -6,11 +6,40 @@ reads them, and neither side imports the other through them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-KeepAlive = float | int | str | None
+from hana_protocol.durations import parse_keep_alive
+from hana_protocol.options import check_option
+
+
+def _checked_keep_alive(value: Any) -> Any:
+    # Raises InvalidRequest with Ollama's (Go's) message, which pydantic lets through as is.
+    parse_keep_alive(value)
+    return value
+
+
+def _checked_options(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    if options is None:
+        return None
+    return {
+        key: value if value is None else check_option(key, value) for key, value in options.items()
+    }
+
+
+# Checked when the body is parsed, so no request with a value the scheduler cannot hold (a
+# keep_alive beyond Go's durations, a NaN temperature) ever reaches it.
+KeepAlive = Annotated[float | int | str | None, BeforeValidator(_checked_keep_alive)]
+Options = Annotated[dict[str, Any] | None, AfterValidator(_checked_options)]
 
 
 class Request(BaseModel):
@@ -60,7 +89,7 @@ class Message(Request):
 
 class GenerationRequest(Named):
     format: str | dict[str, Any] | None = None
-    options: dict[str, Any] | None = None
+    options: Options = None
     stream: bool | None = True
     keep_alive: KeepAlive = None
     think: bool | str | None = None
@@ -123,14 +152,14 @@ class DeleteRequest(Named):
 class EmbedRequest(Named):
     input: str | list[str] = []
     truncate: bool = True
-    dimensions: int | None = None
-    options: dict[str, Any] | None = None
+    dimensions: int | None = Field(None, ge=0)
+    options: Options = None
     keep_alive: KeepAlive = None
 
 
 class EmbeddingsRequest(Named):
     prompt: str = ""
-    options: dict[str, Any] | None = None
+    options: Options = None
     keep_alive: KeepAlive = None
 
 

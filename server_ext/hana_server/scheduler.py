@@ -28,8 +28,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hana_protocol.durations import FOREVER
-from hana_protocol.errors import HanaError, ModelTooLarge, RunnerFailed, ServerBusy
+from hana_protocol.durations import FOREVER, MAX_DURATION_SECONDS
+from hana_protocol.errors import (
+    HanaError,
+    InvalidRequest,
+    ModelTooLarge,
+    RunnerFailed,
+    ServerBusy,
+)
 from hana_server.events import EventBus
 from hana_server.launchers.cpu import granted_cpus
 from hana_server.launchers.protocol import (
@@ -52,6 +58,26 @@ RUNNER_LOST = (
 FAR_FUTURE = datetime(2318, 1, 1, tzinfo=UTC)  # what Ollama shows for "forever"
 
 __all__ = ["RUNNER_LOST", "Lease", "LoadedRunner", "RunnerSpec", "Scheduler"]
+
+
+def checked_keep_alive(keep_alive: float | None) -> float | None:
+    """`keep_alive` if it is one the scheduler can hold: None, 0..Go's longest duration, or
+    FOREVER. Anything else (NaN, a negative, a finite value past ~292 years) is refused before
+    any state changes, so a bad value can never be stored on a runner."""
+    if keep_alive is None or keep_alive == FOREVER or 0 <= keep_alive <= MAX_DURATION_SECONDS:
+        return keep_alive
+    raise InvalidRequest(f"invalid keep_alive: {keep_alive!r}")
+
+
+def expiry_time(keep_alive: float) -> datetime:
+    """When a runner idle from now with `keep_alive` goes away; FAR_FUTURE for forever. Never
+    overflows: a keep_alive past FAR_FUTURE shows as FAR_FUTURE."""
+    now = datetime.now(UTC)
+    if not keep_alive > 0:
+        return now
+    if keep_alive == FOREVER or keep_alive >= (FAR_FUTURE - now).total_seconds():
+        return FAR_FUTURE
+    return now + timedelta(seconds=keep_alive)
 
 
 @dataclass
@@ -192,9 +218,13 @@ class Scheduler:
     async def acquire(
         self, model: Model, options: dict[str, Any], keep_alive: float | None
     ) -> Lease:
-        """A lease on a ready runner for `model`; cancel the awaiting task to give up waiting."""
+        """A lease on a ready runner for `model`; cancel the awaiting task to give up waiting.
+
+        Everything that can refuse the request (keep_alive, the spec, the memory check) runs
+        before a slot is counted or a waiter queued."""
         if self._closed:
             raise RunnerFailed("server is shutting down")
+        keep_alive = checked_keep_alive(keep_alive)
         spec = self.spec_for(model, options)
         runner = self._ready_runner(spec)
         if runner is not None:
@@ -448,14 +478,12 @@ class Scheduler:
 
     def _arm_expiry(self, runner: LoadedRunner) -> None:
         self._cancel_expiry(runner)
+        runner.expires_at = expiry_time(runner.keep_alive)
         if runner.keep_alive == FOREVER:
-            runner.expires_at = FAR_FUTURE
             return
         if runner.keep_alive <= 0:
-            runner.expires_at = datetime.now(UTC)
             self._unload(runner)
             return
-        runner.expires_at = datetime.now(UTC) + timedelta(seconds=runner.keep_alive)
         runner.expiry = asyncio.get_running_loop().call_later(
             runner.keep_alive, self._expire, runner
         )
@@ -464,10 +492,8 @@ class Scheduler:
         if runner.expiry is not None:
             runner.expiry.cancel()
             runner.expiry = None
-        if runner.keep_alive == FOREVER:
-            runner.expires_at = FAR_FUTURE
-        elif runner.phase in ("loading", "ready"):
-            runner.expires_at = datetime.now(UTC) + timedelta(seconds=max(runner.keep_alive, 0))
+        if runner.keep_alive == FOREVER or runner.phase in ("loading", "ready"):
+            runner.expires_at = expiry_time(runner.keep_alive)
 
     def _expire(self, runner: LoadedRunner) -> None:
         runner.expiry = None
@@ -476,6 +502,8 @@ class Scheduler:
 
     def set_keep_alive(self, model: Model, keep_alive: float) -> bool:
         """Apply a keep-alive to the loaded runner of `model` (0 = unload when idle)."""
+        keep_alive = checked_keep_alive(keep_alive)
+        assert keep_alive is not None
         found = False
         for runner in self._runners:
             if runner.spec.model_path == model.model_path and runner.phase != "unloading":
@@ -568,7 +596,8 @@ class Scheduler:
     # ---------------------------------------------------------------- shutdown
 
     async def close(self) -> None:
-        """Fail every waiter and terminate every runner process."""
+        """Fail every waiter and terminate every runner process; never raises (it runs at
+        shutdown, where an exception would leave runner processes behind)."""
         self._closed = True
         for waiter in list(self._waiters):
             if not waiter.future.done():
@@ -576,9 +605,17 @@ class Scheduler:
         self._waiters.clear()
         runners = list(self._runners)
         for runner in runners:
-            self._cancel_expiry(runner)
             runner.phase = "unloading"
-        await asyncio.gather(*(self._terminate(r) for r in runners), return_exceptions=True)
+            try:
+                self._cancel_expiry(runner)
+            except Exception:
+                log.exception("while stopping the expiry of %s", runner.model.name.display)
+        results = await asyncio.gather(
+            *(self._terminate(r) for r in runners), return_exceptions=True
+        )
+        for runner, result in zip(runners, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("stopping %s failed: %r", runner.model.name.display, result)
         self._runners.clear()
         self.events.close()
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from hana_protocol.durations import FOREVER, format_duration, parse_env_keep_alive, parse_keep_alive
@@ -49,3 +51,23 @@ def test_format_duration() -> None:
     assert format_duration(3600) == "1h"
     assert format_duration(0) == "0s"
     assert format_duration(FOREVER) == "Forever"
+
+
+@pytest.mark.parametrize("value", [1e300, 10**300, 9_300_000_000, -(10**400)])
+def test_keep_alive_beyond_gos_longest_duration_is_forever(value: object) -> None:
+    assert parse_keep_alive(value) == FOREVER
+
+
+@pytest.mark.parametrize(
+    "value", ["100000000h", "-100000000h", "9" * 400 + "s", math.nan, math.inf]
+)
+def test_keep_alive_go_cannot_hold_is_refused(value: object) -> None:
+    with pytest.raises(InvalidRequest) as error:
+        parse_keep_alive(value)
+    assert error.value.status == 400
+    if isinstance(value, str):
+        assert error.value.message == f'time: invalid duration "{value}"'
+
+
+def test_longest_go_duration_is_accepted() -> None:
+    assert parse_keep_alive("2562047h") == 2562047 * 3600

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from hana_protocol.errors import InvalidRequest
-from hana_protocol.options import DEFAULTS, merge_options, sampling
+from hana_protocol.options import (
+    DEFAULTS,
+    MAX_STOP_LENGTH,
+    MAX_STOP_STRINGS,
+    merge_options,
+    sampling,
+)
 
 
 def test_request_beats_model_parameters_beats_defaults() -> None:
@@ -43,3 +51,28 @@ def test_sampling_keeps_only_what_a_runner_needs() -> None:
     options = merge_options({}, {"num_ctx": 512, "seed": 3})
     assert "num_ctx" not in sampling(options)
     assert sampling(options)["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_ctx": math.inf}, 'option "num_ctx" must be of type integer'),
+        ({"num_ctx": 1e300}, 'option "num_ctx" must be of type integer'),  # beyond int64
+        ({"num_predict": 10**30}, 'option "num_predict" must be of type integer'),
+        ({"temperature": math.nan}, 'option "temperature" must be of type float32'),
+        ({"top_p": 1e39}, 'option "top_p" must be of type float32'),  # infinite as float32
+        ({"repeat_penalty": 10**400}, 'option "repeat_penalty" must be of type float32'),
+        ({"stop": ["x"] * (MAX_STOP_STRINGS + 1)}, 'option "stop" takes at most'),
+        ({"stop": "x" * (MAX_STOP_LENGTH + 1)}, 'option "stop" takes at most'),
+    ],
+)
+def test_values_no_runner_can_use_are_refused(options: dict, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message) as error:
+        merge_options({}, options)
+    assert error.value.status == 400
+
+
+def test_the_largest_int64_and_the_longest_stop_strings_are_accepted() -> None:
+    stops = ["x" * MAX_STOP_LENGTH] * MAX_STOP_STRINGS
+    merged = merge_options({}, {"seed": 2**63 - 1, "stop": stops})
+    assert merged["seed"] == 2**63 - 1 and merged["stop"] == stops

@@ -23,6 +23,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from hana_protocol.errors import HanaError, InvalidRequest, RequestCanceled
+from hana_protocol.jsonbody import loads_object
 
 if TYPE_CHECKING:
     from hana_server.service import HanaService
@@ -41,6 +42,15 @@ def validation_message(error: ValidationError) -> str:
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
+
+
+def validated(schema: type[M], data: dict[str, Any]) -> M:
+    """`data` as `schema`. Validators raise InvalidRequest with Ollama's own message (it passes
+    through pydantic untouched); pydantic's own complaints become one line naming the field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise InvalidRequest(validation_message(error)) from error
 
 
 class HanaHandlerMixin(web.RequestHandler):
@@ -121,19 +131,8 @@ class HanaHandlerMixin(web.RequestHandler):
             self.request.connection.close()  # type: ignore[attr-defined]
 
     def parse(self, schema: type[M]) -> M:
-        body = self.body_bytes
-        if not body or not body.strip():
-            raise InvalidRequest("missing request body")
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as error:
-            raise InvalidRequest(f"invalid JSON: {error.msg} at line {error.lineno}") from error
-        if not isinstance(data, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        try:
-            return schema.model_validate(data)
-        except ValidationError as error:
-            raise InvalidRequest(validation_message(error)) from error
+        """The body as `schema`; anything malformed is an InvalidRequest (400), never a 500."""
+        return validated(schema, loads_object(self.body_bytes))
 
     # ------------------------------------------------------------------ output
 

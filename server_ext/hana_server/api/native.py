@@ -68,11 +68,12 @@ class GenerationHandler(HanaHandlerMixin):
         if not isinstance(result, AnswerStream):
             self.send_json(result)  # load / unload
             return
-        if stream is False:
-            chunks = [chunk async for chunk in result.chunks()]
-            self.send_json(collect(chunks))
-        else:
-            await self.stream_ndjson(result.chunks())
+        async with result:  # the lease comes back however this ends
+            if stream is False:
+                chunks = [chunk async for chunk in result.chunks()]
+                self.send_json(collect(chunks))
+            else:
+                await self.stream_ndjson(result.chunks())
 
 
 class GenerateHandler(GenerationHandler):

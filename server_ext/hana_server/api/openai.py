@@ -11,76 +11,22 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import ValidationError
-
-from hana_protocol.errors import HanaError, InvalidRequest, ModelNotFound
-from hana_server.api.base import HanaHandlerMixin, validation_message
+from hana_protocol.errors import HanaError, ModelNotFound
+from hana_server.api.base import HanaHandlerMixin, validated
 from hana_server.generation import AnswerStream
+from hana_server.openai_requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+)
 from hana_server.requests import ChatRequest, GenerateRequest
 
 ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 FINISH = {"stop": "stop", "length": "length"}
 
 
-def openai_options(body: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI sampling fields as Ollama options (OpenAI's defaults where they differ)."""
-    options: dict[str, Any] = {
-        "temperature": body.get("temperature", 1.0),
-        "top_p": body.get("top_p", 1.0),
-    }
-    if body.get("max_tokens") is not None or body.get("max_completion_tokens") is not None:
-        options["num_predict"] = body.get("max_completion_tokens") or body.get("max_tokens")
-    for key in ("seed", "frequency_penalty", "presence_penalty"):
-        if body.get(key) is not None:
-            options[key] = body[key]
-    stop = body.get("stop")
-    if stop is not None:
-        options["stop"] = [stop] if isinstance(stop, str) else stop
-    return options
-
-
-def openai_format(body: dict[str, Any]) -> str | dict[str, Any] | None:
-    response_format = body.get("response_format") or {}
-    kind = response_format.get("type")
-    if kind == "json_object":
-        return "json"
-    if kind == "json_schema":
-        return (response_format.get("json_schema") or {}).get("schema") or "json"
-    return None
-
-
-def message_text(content: Any) -> str:
-    """Content as text: a string, or the text parts of a list of content parts."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
-                raise InvalidRequest("invalid message content type")
-            if part["type"] == "image_url":
-                raise InvalidRequest("images are not supported by this model")
-            texts.append(part.get("text", ""))
-        return "".join(texts)
-    raise InvalidRequest("invalid message content type")
-
-
 class OpenAIHandlerMixin(HanaHandlerMixin):
-    """Errors in OpenAI's shape; bodies are plain JSON objects."""
-
-    def body(self) -> dict[str, Any]:
-        body = self.body_bytes
-        if not body:
-            raise InvalidRequest("missing request body")
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as error:
-            raise InvalidRequest(f"invalid JSON: {error.msg}") from error
-        if not isinstance(data, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        if not data.get("model"):
-            raise InvalidRequest("model is required")
-        return data
+    """Errors in OpenAI's shape; bodies parsed into the models of openai_requests.py."""
 
     def fail(self, error: HanaError) -> None:
         if self._finished:
@@ -110,12 +56,6 @@ class OpenAIHandlerMixin(HanaHandlerMixin):
         self.write("data: [DONE]\n\n")
         self.finish()
 
-    def build(self, schema: type[Any], data: dict[str, Any]) -> Any:
-        try:
-            return schema.model_validate(data)
-        except ValidationError as error:
-            raise InvalidRequest(validation_message(error)) from error
-
 
 def usage(final: dict[str, Any]) -> dict[str, int]:
     prompt, completion = final.get("prompt_eval_count", 0), final.get("eval_count", 0)
@@ -131,60 +71,60 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
         """OpenAI chat completions, streamed as SSE when `stream` is true."""
 
         async def work() -> None:
-            body = self.body()
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise InvalidRequest("[] is too short - 'messages'")
+            body = self.parse(ChatCompletionRequest)
             native = [
                 {
-                    "role": m.get("role", "user"),
-                    "content": message_text(m.get("content")),
-                    **({"tool_name": m["name"]} if m.get("role") == "tool" and "name" in m else {}),
+                    "role": m.role,
+                    "content": m.text(),
+                    **({"tool_name": m.name} if m.role == "tool" and m.name else {}),
                 }
-                for m in messages
+                for m in body.messages
             ]
-            req = self.build(
+            req = validated(
                 ChatRequest,
                 {
-                    "model": body["model"],
+                    "model": body.model,
                     "messages": native,
-                    "options": openai_options(body),
-                    "format": openai_format(body),
+                    "options": body.options(),
+                    "format": body.format(),
                     "stream": True,
                 },
             )
             completion = await self.service.generation.start_chat(req)
             assert isinstance(completion, AnswerStream)
-            ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-            base = {
-                "id": ident,
-                "created": created,
-                "model": body["model"],
-                "system_fingerprint": "fp_hana",
-            }
-            if body.get("stream"):
-                include_usage = (body.get("stream_options") or {}).get("include_usage")
-                await self.stream_sse(self._chunks(completion, base, include_usage))
-                return
-            chunks = [c async for c in completion.chunks()]
-            text = "".join(c["message"]["content"] for c in chunks)
-            final = chunks[-1]
-            self.send_json(
-                {
-                    **base,
-                    "object": "chat.completion",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": FINISH.get(final.get("done_reason"), "stop"),
-                        }
-                    ],
-                    "usage": usage(final),
-                }
-            )
+            async with completion:  # the lease comes back however this ends
+                await self._answer(body, completion)
 
         await self.run(work)
+
+    async def _answer(self, body: ChatCompletionRequest, completion: AnswerStream) -> None:
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {
+            "id": ident,
+            "created": created,
+            "model": body.model,
+            "system_fingerprint": "fp_hana",
+        }
+        if body.stream:
+            await self.stream_sse(self._chunks(completion, base, body.include_usage))
+            return
+        chunks = [c async for c in completion.chunks()]
+        text = "".join(c["message"]["content"] for c in chunks)
+        final = chunks[-1]
+        self.send_json(
+            {
+                **base,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": FINISH.get(final.get("done_reason"), "stop"),
+                    }
+                ],
+                "usage": usage(final),
+            }
+        )
 
     async def _chunks(
         self, completion: AnswerStream, base: dict[str, Any], include_usage: bool
@@ -219,54 +159,51 @@ class CompletionsHandler(OpenAIHandlerMixin):
         """OpenAI text completions (prompt as a string)."""
 
         async def work() -> None:
-            body = self.body()
-            prompt = body.get("prompt", "")
-            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
-                raise InvalidRequest("invalid type for 'prompt' field: expected a string")
-            req = self.build(
+            body = self.parse(CompletionRequest)
+            req = validated(
                 GenerateRequest,
                 {
-                    "model": body["model"],
-                    "prompt": prompt,
-                    "suffix": body.get("suffix"),
-                    "options": openai_options(body),
-                    "format": openai_format(body),
+                    "model": body.model,
+                    "prompt": body.prompt,
+                    "suffix": body.suffix,
+                    "options": body.options(),
+                    "format": body.format(),
                     "raw": False,
                 },
             )
-            if not prompt:
-                raise InvalidRequest("prompt is required")
             completion = await self.service.generation.start_generate(req)
             assert isinstance(completion, AnswerStream)
-            base = {
-                "id": f"cmpl-{uuid.uuid4().hex}",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "system_fingerprint": "fp_hana",
-            }
-            if body.get("stream"):
-                await self.stream_sse(self._chunks(completion, base))
-                return
-            chunks = [c async for c in completion.chunks()]
-            final = chunks[-1]
-            self.send_json(
-                {
-                    **base,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "text": "".join(c["response"] for c in chunks),
-                            "finish_reason": FINISH.get(final.get("done_reason"), "stop"),
-                        }
-                    ],
-                    "usage": usage(final),
-                }
-            )
+            async with completion:  # the lease comes back however this ends
+                await self._answer(body, completion)
 
         await self.run(work)
+
+    async def _answer(self, body: CompletionRequest, completion: AnswerStream) -> None:
+        base = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "system_fingerprint": "fp_hana",
+        }
+        if body.stream:
+            await self.stream_sse(self._chunks(completion, base))
+            return
+        chunks = [c async for c in completion.chunks()]
+        final = chunks[-1]
+        self.send_json(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": "".join(c["response"] for c in chunks),
+                        "finish_reason": FINISH.get(final.get("done_reason"), "stop"),
+                    }
+                ],
+                "usage": usage(final),
+            }
+        )
 
     async def _chunks(
         self, completion: AnswerStream, base: dict[str, Any]
@@ -285,18 +222,11 @@ class EmbeddingsHandler(OpenAIHandlerMixin):
         """OpenAI embeddings; `encoding_format` float or base64."""
 
         async def work() -> None:
-            body = self.body()
-            data = body.get("input")
-            if isinstance(data, str):
-                inputs = [data]
-            elif isinstance(data, list) and data and all(isinstance(x, str) for x in data):
-                inputs = data
-            else:
-                raise InvalidRequest("invalid input")
+            body = self.parse(EmbeddingRequest)
             result = await self.service.generation.embed(
-                body["model"], inputs, dimensions=body.get("dimensions")
+                body.model, list(body.input), dimensions=body.dimensions
             )
-            as_base64 = body.get("encoding_format") == "base64"
+            as_base64 = body.encoding_format == "base64"
             items = [
                 {
                     "object": "embedding",
@@ -312,7 +242,7 @@ class EmbeddingsHandler(OpenAIHandlerMixin):
                 {
                     "object": "list",
                     "data": items,
-                    "model": body["model"],
+                    "model": body.model,
                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                 }
             )

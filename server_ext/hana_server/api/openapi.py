@@ -62,7 +62,7 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, tuple[str, ...]]] 
         "post",
         "/v1/embeddings",
         "OpenAI embeddings",
-        openai_requests.OpenAIEmbeddingRequest,
+        openai_requests.EmbeddingRequest,
         (JSON,),
     ),
     ("get", "/v1/models", "OpenAI model list", None, (JSON,)),

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from hana_protocol.errors import HanaError
+from hana_protocol import jsonbody
+from hana_protocol.errors import HanaError, InvalidRequest
 from hana_server.runner.lifecycle import RunnerLifecycle
 from hana_server.runner.settings import SECRET_HEADER
 
@@ -77,10 +78,12 @@ class RunnerHandler(tornado.web.RequestHandler):
         return tornado.web.HTTPError(error.status, error.message, reason=_reason(error.status))
 
     def json_body(self) -> dict[str, Any]:
+        # The runner is a process boundary: it reads its input as strictly as the server does
+        # (no NaN, no lone surrogates, bounded depth), whoever sent it.
         try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError as error:
-            raise tornado.web.HTTPError(400, f"invalid JSON body: {error}") from error
+            body = jsonbody.loads(self.request.body or b"{}")
+        except InvalidRequest as error:
+            raise tornado.web.HTTPError(400, error.message) from error
         if not isinstance(body, dict):
             raise tornado.web.HTTPError(400, "the body must be a JSON object")
         return body
@@ -196,8 +199,9 @@ class ThreadsHandler(RunnerHandler):
     def post(self) -> None:
         """Change the compute threads; the engine applies it between two decode steps."""
         threads = self.json_body().get("threads")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise tornado.web.HTTPError(400, "threads must be a positive integer")
+        # It goes into a C int inside llama.cpp; no machine has more than 4096 cores.
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 4096:
+            raise tornado.web.HTTPError(400, "threads must be an integer from 1 to 4096")
         self.lifecycle.set_threads(threads)
         self.send_json({"threads": threads})
 

@@ -198,7 +198,9 @@ def build_sampler_chain(
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
     penalties = None
-    last_n = n_ctx if options.repeat_last_n < 0 else options.repeat_last_n
+    # The penalty sampler allocates a ring of last_n tokens: never more than the context holds
+    # (llama-server's -1 means exactly that), so repeat_last_n cannot grow the runner.
+    last_n = n_ctx if options.repeat_last_n < 0 else min(options.repeat_last_n, n_ctx)
     # llama.cpp requires repeat_penalty > 0; Ollama treats 0 or less as "off".
     repeat = options.repeat_penalty if options.repeat_penalty > 0.0 else 1.0
     if last_n > 0 and (

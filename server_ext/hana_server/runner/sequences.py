@@ -85,7 +85,8 @@ class CompletionSequence:
         self.prompt = prompt
         self.sampler = sampler
         self.sink = sink
-        self.limit = options.num_predict if options.num_predict > 0 else max_tokens
+        # A sequence ends when its context is full anyway; the limit never exceeds the cap.
+        self.limit = min(options.num_predict, max_tokens) if options.num_predict > 0 else max_tokens
         self.penalty_window = penalty_window
         self.stops = StopStrings(options.stop)
         self.utf8 = Utf8Stream()

@@ -108,7 +108,9 @@ class ServingModel:
         sampler = build_sampler_chain(
             self.model.vocab, self.model.n_vocab, self.n_ctx_seq, options, grammar
         )
+        # No window is longer than the context: a huge repeat_last_n must not size anything.
         window = self.n_ctx_seq if options.repeat_last_n < 0 else options.repeat_last_n
+        window = min(window, self.n_ctx_seq)
         return CompletionSequence(
             tokens,
             sampler,

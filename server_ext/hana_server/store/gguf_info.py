@@ -3,6 +3,12 @@
 `gguf.GGUFReader` maps every array of the file into numpy objects, which takes tens of seconds for a
 262k-token vocabulary; this module walks the header with `struct` instead, skipping the big arrays,
 and uses the `gguf` package for its constants (value types, magic, file types, key names).
+
+The header comes from files anyone can publish, so it is read as hostile: every count is checked
+against the bytes left before anything is read or allocated, nested arrays (which llama.cpp
+refuses) and tensors of more than GGML_MAX_DIMS dimensions are refused, and the keys the server
+computes with must be finite numbers of the right type. Whatever is wrong, the only error is
+`InvalidGGUF` (a 400).
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from hana_protocol.errors import InvalidRequest
 
 # Arrays longer than this are left empty in `kv` unless verbose (Ollama's default maxArraySize).
 MAX_ARRAY_SIZE = 1024
+GGML_MAX_DIMS = 4
+# Fewest bytes one entry can take: a key-value pair (key length, empty key, type, a one-byte
+# value) and a tensor description (name length, dimension count, type, offset).
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_BYTES = 8 + 4 + 4 + 8
 
 _SCALAR_FORMATS: dict[gguf.GGUFValueType, str] = {
     gguf.GGUFValueType.UINT8: "B",
@@ -93,6 +104,7 @@ class _HeaderReader:
         self.endian = endian
         self.path = path
         self.pos = 0
+        self.last_count = 0  # items of the last array read, kept or not
 
     def damaged(self) -> InvalidGGUF:
         return InvalidGGUF(f"{self.path.name}: damaged GGUF header (truncated at byte {self.pos})")
@@ -110,6 +122,15 @@ class _HeaderReader:
             raise self.damaged()
         self.pos += n
 
+    def count(self, what: str, min_bytes: int) -> int:
+        """A count read from the header, refused if that many entries cannot fit in the file."""
+        n = self.unpack("Q")
+        if n * min_bytes > len(self.buf) - self.pos:
+            raise InvalidGGUF(
+                f"{self.path.name}: damaged GGUF header ({n} {what} cannot fit in the file)"
+            )
+        return n
+
     def string(self) -> str:
         n = self.unpack("Q")
         start = self.pos
@@ -126,18 +147,30 @@ class _HeaderReader:
         except (ValueError, KeyError):
             raise InvalidGGUF(f"{self.path.name}: unknown GGUF value type {vtype}") from None
         value = self.unpack(fmt)
-        if fmt == "f":
-            return _f32(np.array([value], dtype=np.float32))[0]
+        if fmt in "fd":
+            if not math.isfinite(value):
+                raise InvalidGGUF(f"{self.path.name}: metadata value {value} is not finite")
+            if fmt == "f":
+                return _f32(np.array([value], dtype=np.float32))[0]
         return value
 
     def array(self, keep: bool) -> list[Any]:
         etype = self.unpack("I")
-        count = self.unpack("Q")
+        if etype == gguf.GGUFValueType.ARRAY:
+            raise InvalidGGUF(f"{self.path.name}: nested arrays are not supported")
+        if etype == gguf.GGUFValueType.STRING:
+            count = self.count("strings", 8)
+        else:
+            try:
+                size = struct.calcsize(_SCALAR_FORMATS[gguf.GGUFValueType(etype)])
+            except (ValueError, KeyError):
+                raise InvalidGGUF(f"{self.path.name}: unknown GGUF array type {etype}") from None
+            count = self.count("array items", size)
+        self.last_count = count
         keep = keep or count <= MAX_ARRAY_SIZE
-        if etype in (gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY):
-            if etype == gguf.GGUFValueType.ARRAY or keep:
-                items = [self.value(etype, keep) for _ in range(count)]
-                return items if keep else []
+        if etype == gguf.GGUFValueType.STRING:
+            if keep:
+                return [self.string() for _ in range(count)]
             # Step over the strings reading only their lengths: this is the 262k-token vocabulary.
             unpack_from, buf, end = struct.unpack_from, self.buf, len(self.buf)
             fmt, pos = self.endian + "Q", self.pos
@@ -161,6 +194,9 @@ class _HeaderReader:
         values = np.frombuffer(
             self.buf, dtype=np.dtype(self.endian + fmt), count=count, offset=start
         )
+        if fmt in "fd" and not np.isfinite(values).all():
+            # Kept for display only (/api/show): JSON has no infinities, so they show as null.
+            return [v if math.isfinite(v) else None for v in values.tolist()]
         return _f32(values) if fmt == "f" else values.tolist()
 
 
@@ -186,6 +222,7 @@ class GGUFInfo:
     chat_template: str | None
     file_size: int
     kv: dict[str, Any] = field(repr=False)
+    vocab_size: int = 0
     tensors: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -218,18 +255,25 @@ class GGUFInfo:
         if version not in (2, 3):
             raise InvalidGGUF(f"{path.name}: unsupported GGUF version {version}")
         n_tensors = r.unpack("Q")
-        n_kv = r.unpack("Q")
+        n_kv = r.count("metadata entries", _MIN_KV_BYTES)
+        if n_tensors * _MIN_TENSOR_BYTES > file_size:
+            raise InvalidGGUF(f"{path.name}: damaged GGUF header ({n_tensors} tensors)")
 
         kv: dict[str, Any] = {}
+        vocab_size = 0
         for _ in range(n_kv):
             key = r.string()
             kv[key] = r.value(r.unpack("I"), verbose)
+            if key == gguf.Keys.Tokenizer.LIST:
+                vocab_size = r.last_count
 
         parameter_count = 0
         tensors: list[dict[str, Any]] = []
         for _ in range(n_tensors):
             name = r.string()
             n_dims = r.unpack("I")
+            if n_dims > GGML_MAX_DIMS:
+                raise InvalidGGUF(f"{path.name}: tensor {name!r} has {n_dims} dimensions")
             shape = [r.unpack("Q") for _ in range(n_dims)]
             ggml_type = r.unpack("I")
             r.skip(8)  # data offset
@@ -242,14 +286,26 @@ class GGUFInfo:
                 tensors.append({"name": name, "type": type_name, "shape": shape})
         kv["general.parameter_count"] = parameter_count
 
-        arch = str(kv.get(gguf.Keys.General.ARCHITECTURE, ""))
+        arch = kv.get(gguf.Keys.General.ARCHITECTURE, "")
+        if not isinstance(arch, str):
+            raise InvalidGGUF(f"{path.name}: {gguf.Keys.General.ARCHITECTURE} is not a string")
+
+        def whole(key: str, value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidGGUF(f"{path.name}: {key} is {value!r}, not a count")
+            return value
 
         def arch_int(key: str, default: int = 0) -> int:
-            value = kv.get(key.format(arch=arch), default)
+            key = key.format(arch=arch)
+            value = kv.get(key, default)
             # Some architectures store per-layer counts; the largest one bounds the memory.
             if isinstance(value, list):
-                return int(max(value, default=default))
-            return int(value)
+                return max((whole(key, item) for item in value), default=default)
+            return whole(key, value)
+
+        file_type = kv.get(gguf.Keys.General.FILE_TYPE)
+        if file_type is not None:
+            whole(gguf.Keys.General.FILE_TYPE, file_type)
 
         embedding_length = arch_int(gguf.Keys.LLM.EMBEDDING_LENGTH)
         head_count = arch_int(gguf.Keys.Attention.HEAD_COUNT)
@@ -263,7 +319,7 @@ class GGUFInfo:
             architecture=arch,
             parameter_count=parameter_count,
             parameter_size=format_parameter_count(parameter_count),
-            file_type=file_type_name(kv.get(gguf.Keys.General.FILE_TYPE)),
+            file_type=file_type_name(file_type),
             context_length=arch_int(gguf.Keys.LLM.CONTEXT_LENGTH),
             embedding_length=embedding_length,
             block_count=arch_int(gguf.Keys.LLM.BLOCK_COUNT),
@@ -273,10 +329,11 @@ class GGUFInfo:
             key_length=key_length,
             value_length=value_length,
             sliding_window=arch_int(gguf.Keys.Attention.SLIDING_WINDOW),
-            pooling_type=int(kv[pooling_key]) if pooling_key in kv else None,
+            pooling_type=whole(pooling_key, kv[pooling_key]) if pooling_key in kv else None,
             chat_template=chat_template if isinstance(chat_template, str) else None,
             file_size=file_size,
             kv=kv,
+            vocab_size=vocab_size,
             tensors=tensors,
         )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from .gotemplate_exec import Executor
 from .gotemplate_funcs import BUILTINS, Function
-from .gotemplate_lex import TemplateError
+from .gotemplate_lex import DEFAULT_LIMITS, RenderLimits, TemplateError, TemplateLimitExceeded
 from .gotemplate_parse import (
     ActionNode,
     BranchNode,
@@ -39,7 +39,7 @@ from .gotemplate_parse import (
     VariableNode,
 )
 
-__all__ = ["GoTemplate", "TemplateError"]
+__all__ = ["GoTemplate", "RenderLimits", "TemplateError", "TemplateLimitExceeded"]
 
 
 class GoTemplate:
@@ -63,9 +63,10 @@ class GoTemplate:
         clone._parsed = parsed
         return clone
 
-    def render(self, data: Any) -> str:
-        """Execute the template with `data` as ``.`` and ``$``; raises `TemplateError`."""
-        return Executor(self.source, self._parsed, self._functions).run(data)
+    def render(self, data: Any, limits: RenderLimits = DEFAULT_LIMITS) -> str:
+        """Execute the template with `data` as ``.`` and ``$``; raises `TemplateError`, or
+        `TemplateLimitExceeded` when the render runs past `limits`."""
+        return Executor(self.source, self._parsed, self._functions, limits).run(data)
 
     def identifiers(self) -> frozenset[str]:
         """Lower-cased field and variable names the template mentions (Ollama's ``Template.Vars``).

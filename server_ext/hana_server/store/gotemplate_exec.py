@@ -14,12 +14,13 @@ attributes are never reachable, so a template cannot poke at Python internals.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .gotemplate_fmt import format_value, go_type_name, sorted_items
 from .gotemplate_funcs import LAZY_FUNCTIONS, Function, truth
-from .gotemplate_lex import TemplateError, error_at
+from .gotemplate_lex import DEFAULT_LIMITS, RenderLimits, TemplateError, error_at
 from .gotemplate_parse import (
     ActionNode,
     BoolNode,
@@ -45,6 +46,7 @@ from .gotemplate_parse import (
     WithNode,
 )
 
+YIELD_EVERY = 0xFF  # nodes walked between two GIL hand-offs and deadline checks (a mask)
 MAX_TEMPLATE_DEPTH = 50  # nested {{template}} calls; Python's stack runs out long before Go's
 
 
@@ -60,14 +62,29 @@ _NO_FINAL = object()  # "nothing piped in", distinct from a piped-in nil
 
 
 class Executor:
-    """Renders one parsed template against one data value. Not reused between renders."""
+    """Renders one parsed template against one data value. Not reused between renders.
+
+    `limits` bound the render: the clock is read at every node walked, so a template whose
+    ``define``s call each other twice per level (2^depth calls from a few hundred bytes) or
+    ranges over a huge integer stops at the deadline; the output and every string a function
+    builds (``printf`` with a wide width, ``print`` doubling a variable) are counted against the
+    size limit. Both raise `TemplateLimitExceeded` (400).
+    """
 
     def __init__(
-        self, source: str, parsed: ParsedTemplate, functions: Mapping[str, Function]
+        self,
+        source: str,
+        parsed: ParsedTemplate,
+        functions: Mapping[str, Function],
+        limits: RenderLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source = source
         self.parsed = parsed
         self.functions = functions
+        self.limits = limits
+        self.deadline = limits.deadline()
+        self.size = 0
+        self.steps = 0
         self.out: list[str] = []
         self.vars: list[list[Any]] = []  # [name, value] pairs, innermost scope last
         self.depth = 0
@@ -85,16 +102,29 @@ class Executor:
 
     # walking ---------------------------------------------------------------------------------
 
+    def _emit(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > self.limits.max_chars:
+            raise self.limits.too_big()
+        self.out.append(text)
+
     def _walk(self, dot: Any, node: Node) -> None:
+        self.steps += 1
+        if not self.steps & YIELD_EVERY:
+            # Renders run on a worker thread: hand the GIL to the event loop now and then, so
+            # a long render costs the loop microseconds, not a 5 ms switch interval each time.
+            time.sleep(0)
+            if time.monotonic() > self.deadline:
+                raise self.limits.too_long()
         if isinstance(node, TextNode):
-            self.out.append(node.text)
+            self._emit(node.text)
         elif isinstance(node, ListNode):
             for child in node.nodes:
                 self._walk(dot, child)
         elif isinstance(node, ActionNode):
             value = self._eval_pipeline(dot, node.pipe)
             if not node.pipe.decl:
-                self.out.append("<no value>" if value is None else format_value(value))
+                self._emit("<no value>" if value is None else format_value(value))
         elif isinstance(node, IfNode | WithNode):
             self._walk_if_or_with(dot, node)
         elif isinstance(node, RangeNode):
@@ -119,7 +149,7 @@ class Executor:
         finally:
             del self.vars[mark:]
 
-    def _range_items(self, node: RangeNode, value: Any) -> list[tuple[Any, Any]]:
+    def _range_items(self, node: RangeNode, value: Any) -> Iterable[tuple[Any, Any]]:
         if value is None:
             return []  # like Go, a nil collection is simply empty
         if isinstance(value, list | tuple):
@@ -129,7 +159,7 @@ class Executor:
         if isinstance(value, int) and not isinstance(value, bool):
             if len(node.pipe.decl) > 1:
                 raise self._fail(node, f"can't use {value} to iterate over more than one variable")
-            return [(i, i) for i in range(value)]
+            return _IntRange(value)  # lazy: `range 1000000000` costs nothing until walked
         raise self._fail(node, f"range can't iterate over {format_value(value)}")
 
     def _walk_range(self, dot: Any, node: RangeNode) -> None:
@@ -344,8 +374,24 @@ class Executor:
             )
             raise self._fail(node, f"wrong number of args for {name}: want {want} got {count}")
         try:
-            return function.call(*argv)
+            result = function.call(*argv)
         except TemplateError:
             raise
         except Exception as exc:
             raise self._fail(node, f"error calling {name}: {exc}") from exc
+        if isinstance(result, str) and len(result) > self.limits.max_chars:
+            raise self.limits.too_big()
+        return result
+
+
+class _IntRange:
+    """`range N` over an integer as (index, value) pairs, made one at a time."""
+
+    def __init__(self, count: int) -> None:
+        self._range = range(max(count, 0))
+
+    def __bool__(self) -> bool:
+        return bool(self._range)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((value, value) for value in self._range)

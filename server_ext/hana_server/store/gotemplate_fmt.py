@@ -295,30 +295,67 @@ def sprintln(args: list[Any]) -> str:
     return " ".join(format_value(arg) for arg in args) + "\n"
 
 
-def _read_number(
-    fmt: str, index: int, args: list[Any], arg_index: int
-) -> tuple[int | None, int, int]:
-    """A width or precision at `index`: digits, or ``*`` taking an int argument."""
-    if index < len(fmt) and fmt[index] == "*":
-        value = args[arg_index] if arg_index < len(args) else None
-        return (value if isinstance(value, int) else None), index + 1, arg_index + 1
-    start = index
+# Go's fmt refuses widths and precisions beyond a million (fmt/print.go, tooLarge): a literal
+# that grows past it swallows the rest of the format (then "%!(NOVERB)"), a `*` argument past it
+# writes "%!(BADWIDTH)" / "%!(BADPREC)". So a template cannot build a 20,000,000-column string.
+_FMT_MAX = 1_000_000
+
+
+def _too_large(value: int) -> bool:
+    return value > _FMT_MAX or value < -_FMT_MAX
+
+
+def _parse_number(fmt: str, index: int) -> tuple[int | None, int]:
+    """Go's parsenum: digits at `index`; past the limit, nothing and the end of the format."""
+    num, start = 0, index
     while index < len(fmt) and fmt[index].isdigit():
+        if _too_large(num):
+            return None, len(fmt)
+        num = num * 10 + int(fmt[index])
         index += 1
-    return (int(fmt[start:index]) if index > start else None), index, arg_index
+    return (num if index > start else None), index
 
 
-def _read_spec(fmt: str, index: int, args: list[Any], arg_index: int) -> tuple[Spec, int, int]:
+def _int_arg(args: list[Any], arg_index: int) -> tuple[int | None, int]:
+    """Go's intFromArg: the next argument if it is an int within the limit."""
+    if arg_index >= len(args):
+        return None, arg_index
+    value = args[arg_index]
+    if not isinstance(value, int) or isinstance(value, bool) or _too_large(value):
+        return None, arg_index + 1
+    return value, arg_index + 1
+
+
+def _read_spec(fmt: str, index: int, args: list[Any], arg_index: int) -> tuple[Spec, int, int, str]:
+    """Flags, width and precision at `index`; also what Go writes for a bad `*` argument."""
     spec = Spec()
+    notes = ""
     flags = {"+": "plus", "-": "minus", "#": "sharp", " ": "space", "0": "zero"}
     while index < len(fmt) and fmt[index] in flags:
         setattr(spec, flags[fmt[index]], True)
         index += 1
-    spec.width, index, arg_index = _read_number(fmt, index, args, arg_index)
-    if index < len(fmt) and fmt[index] == ".":
-        precision, index, arg_index = _read_number(fmt, index + 1, args, arg_index)
-        spec.precision = precision or 0
-    return spec, index, arg_index
+    if index < len(fmt) and fmt[index] == "*":
+        spec.width, arg_index = _int_arg(args, arg_index)
+        index += 1
+        if spec.width is None:
+            notes += "%!(BADWIDTH)"
+        elif spec.width < 0:  # a negative width means "pad on the right"
+            spec.width, spec.minus, spec.zero = -spec.width, True, False
+    else:
+        spec.width, index = _parse_number(fmt, index)
+    if index + 1 < len(fmt) and fmt[index] == ".":
+        index += 1
+        if fmt[index] == "*":
+            spec.precision, arg_index = _int_arg(args, arg_index)
+            index += 1
+            if spec.precision is not None and spec.precision < 0:
+                spec.precision = None
+            if spec.precision is None:
+                notes += "%!(BADPREC)"
+        else:
+            precision, index = _parse_number(fmt, index)
+            spec.precision = precision or 0
+    return spec, index, arg_index, notes
 
 
 def sprintf(fmt: str, args: list[Any]) -> str:
@@ -331,7 +368,8 @@ def sprintf(fmt: str, args: list[Any]) -> str:
             out.append(fmt[index:])
             break
         out.append(fmt[index:percent])
-        spec, index, arg_index = _read_spec(fmt, percent + 1, args, arg_index)
+        spec, index, arg_index, notes = _read_spec(fmt, percent + 1, args, arg_index)
+        out.append(notes)
         if index >= len(fmt):
             out.append("%!(NOVERB)")
             break

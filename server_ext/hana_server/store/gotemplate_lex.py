@@ -9,6 +9,7 @@ and number constants are decoded with Go's escape and number rules.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,34 @@ class TemplateError(HanaError, ValueError):
         self.column = column
         where = f"{line}:{column}: " if line is not None else ""
         super().__init__(f"template: {where}{detail}")
+
+
+class TemplateLimitExceeded(TemplateError):
+    """A render ran past its time or output limit (`RenderLimits`): the template is refused, as
+    any request that asks for more work than a shared server gives one request."""
+
+    status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class RenderLimits:
+    """What one render may take: wall time (checked as it runs, on its worker thread) and the
+    characters it may produce, in all and in any one value it builds."""
+
+    seconds: float = 2.0
+    max_chars: int = 8 << 20
+
+    def deadline(self) -> float:
+        return time.monotonic() + self.seconds
+
+    def too_long(self) -> TemplateLimitExceeded:
+        return TemplateLimitExceeded(f"rendering took longer than {self.seconds:g}s")
+
+    def too_big(self) -> TemplateLimitExceeded:
+        return TemplateLimitExceeded(f"output exceeds {self.max_chars} characters")
+
+
+DEFAULT_LIMITS = RenderLimits()
 
 
 def error_at(source: str, pos: int, message: str) -> TemplateError:

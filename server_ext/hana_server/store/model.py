@@ -4,6 +4,7 @@ capabilities (what the weights and the prompt template let it do)."""
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,8 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.names import ModelName
+
+log = logging.getLogger("hana.store")
 
 # Capabilities that come from the weights; the others come from the prompt template.
 WEIGHT_CAPABILITIES = ("completion", "embedding", "vision")
@@ -37,7 +40,13 @@ def weight_capabilities(info: GGUFInfo) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _weight_capabilities_of(path: Path, mtime_ns: int) -> tuple[str, ...]:
-    return tuple(weight_capabilities(GGUFInfo.read(path)))
+    # A damaged GGUF must not break listings for everyone: it is shown as a completion model
+    # (a request to it gets the reader's 400), and the failure is cached, so logged once.
+    try:
+        return tuple(weight_capabilities(GGUFInfo.read(path)))
+    except InvalidRequest as error:
+        log.warning("%s: %s (listed as a completion model)", path.name, error.message)
+        return ("completion",)
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class Model:
         # Written by Ollama, whose config does not record them: derive them the way it does.
         try:
             mtime_ns = self.model_path.stat().st_mtime_ns
-            weights = list(_weight_capabilities_of(self.model_path, mtime_ns))
-        except (OSError, InvalidRequest):
-            weights = ["completion"]
+        except OSError:
+            return ["completion", *template_capabilities(self.template)]
+        weights = list(_weight_capabilities_of(self.model_path, mtime_ns))
         return weights + template_capabilities(self.template)

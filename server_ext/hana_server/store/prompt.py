@@ -14,26 +14,35 @@ Go templates are filled the way Ollama fills them (its template/template.go and 
 - a generate request with a suffix fills ``.Prompt`` and ``.Suffix`` (fill-in-the-middle).
 
 Every field Ollama defines is always present, so a template never prints ``<no value>`` for one.
+
+Templates come from users (a request's or a Modelfile's TEMPLATE, a downloaded GGUF), so every
+render runs under `RenderLimits` (time and output size, see gotemplate_exec.py and
+jinja_sandbox.py) and, from the server, on the template threads (`render_off_loop`), never on
+the event loop, which is Jupyter's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser as JinjaParser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .gotemplate import GoTemplate, TemplateError
+from .gotemplate import GoTemplate, RenderLimits, TemplateError, TemplateLimitExceeded
+from .gotemplate_lex import DEFAULT_LIMITS
 from .gotemplate_values import template_messages, template_tools
+from .jinja_sandbox import GuardedList, LimitedSandbox, render_limited
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +117,19 @@ class Conversation:
 
 
 class PromptTemplate(Protocol):
-    def render(self, conversation: Conversation) -> str: ...
+    def render(self, conversation: Conversation, limits: RenderLimits = DEFAULT_LIMITS) -> str: ...
+
+
+T = TypeVar("T")
+
+# Renders of hostile templates hold a thread until their deadline: their own few threads keep
+# them from starving the loop's default executor (store writes, blob hashing).
+_RENDER_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hana-template")
+
+
+async def render_off_loop(work: Callable[[], T]) -> T:
+    """Run `work` (building a prompt) on the template threads; the event loop stays free."""
+    return await asyncio.get_running_loop().run_in_executor(_RENDER_THREADS, work)
 
 
 def normalize_message(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,11 +197,11 @@ class GoPromptTemplate:
         self._template = template
         self._last_turn = template.truncated_after_field("Response")
 
-    def render(self, conversation: Conversation) -> str:
+    def render(self, conversation: Conversation, limits: RenderLimits = DEFAULT_LIMITS) -> str:
         think = conversation.think
         if conversation.prompt and conversation.suffix:
             return self._template.render(
-                _values(think, Prompt=conversation.prompt, Suffix=conversation.suffix)
+                _values(think, Prompt=conversation.prompt, Suffix=conversation.suffix), limits
             )
         system, messages = collate(conversation.messages)
         if self.uses_messages:
@@ -190,28 +211,42 @@ class GoPromptTemplate:
                     System=system,
                     Messages=template_messages(messages),
                     Tools=template_tools(conversation.tools),
-                )
+                ),
+                limits,
             )
-        return self._render_turns(messages, think)
+        return self._render_turns(messages, think, limits)
 
-    def _render_turns(self, messages: list[dict[str, Any]], think: Think) -> str:
+    def _render_turns(
+        self, messages: list[dict[str, Any]], think: Think, limits: RenderLimits
+    ) -> str:
+        """One render per turn, all of them under one deadline and one size limit."""
+        deadline = limits.deadline()
         parts: list[str] = []
+
+        def render(template: GoTemplate, turn: dict[str, str]) -> None:
+            left = RenderLimits(deadline - time.monotonic(), limits.max_chars)
+            if left.seconds <= 0:
+                raise limits.too_long()
+            parts.append(template.render(_values(think, **turn), left))
+            if sum(map(len, parts)) > limits.max_chars:
+                raise limits.too_big()
+
         turn = {"System": "", "Prompt": "", "Response": ""}
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "system":
                 if turn["Prompt"] or turn["Response"]:
-                    parts.append(self._template.render(_values(think, **turn)))
+                    render(self._template, turn)
                     turn = {"System": "", "Prompt": "", "Response": ""}
                 turn["System"] = content
             elif role == "user":
                 if turn["Response"]:
-                    parts.append(self._template.render(_values(think, **turn)))
+                    render(self._template, turn)
                     turn = {"System": "", "Prompt": "", "Response": ""}
                 turn["Prompt"] = content
             elif role == "assistant":
                 turn["Response"] = content
-        parts.append(self._last_turn.render(_values(think, **turn)))
+        render(self._last_turn, turn)
         return "".join(parts)
 
 
@@ -251,8 +286,8 @@ def _tojson(
 
 
 @lru_cache(maxsize=1)
-def _jinja_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _jinja_environment() -> LimitedSandbox:
+    env = LimitedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _GenerationBlock]
     )
     env.globals["raise_exception"] = _raise_exception
@@ -274,7 +309,7 @@ def _jinja_message(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class JinjaPromptTemplate:
-    """A GGUF ``tokenizer.chat_template``, rendered in jinja2's immutable sandbox."""
+    """A GGUF ``tokenizer.chat_template``, rendered in jinja2's immutable sandbox with limits."""
 
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
         try:
@@ -285,13 +320,13 @@ class JinjaPromptTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, conversation: Conversation) -> str:
+    def render(self, conversation: Conversation, limits: RenderLimits = DEFAULT_LIMITS) -> str:
         if conversation.suffix:
             raise TemplateError("the model's chat template has no fill-in-the-middle (suffix) form")
         _, messages = collate(conversation.messages)
         variables: dict[str, Any] = {
-            "messages": [_jinja_message(message) for message in messages],
-            "tools": conversation.tools or None,
+            "messages": GuardedList(_jinja_message(message) for message in messages),
+            "tools": GuardedList(conversation.tools) if conversation.tools else None,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "add_generation_prompt": True,
@@ -299,10 +334,10 @@ class JinjaPromptTemplate:
         if conversation.think is not None:
             variables["enable_thinking"] = bool(conversation.think)  # Qwen3-style templates
         try:
-            text = self._template.render(**variables)
-        except (
-            Exception
-        ) as exc:  # raise_exception, undefined names, type errors inside the template
+            text = render_limited(self._template, variables, limits)
+        except TemplateLimitExceeded:
+            raise
+        except Exception as exc:  # raise_exception, undefined names, type errors in the template
             raise TemplateError(f"chat template: {exc}") from exc
         # The runner tokenizes the prompt adding BOS itself when the vocabulary asks for it, so a
         # BOS written by the template would be doubled, which degrades the model's answers.
@@ -464,7 +499,10 @@ __all__ = [
     "GoPromptTemplate",
     "JinjaPromptTemplate",
     "PromptBuilder",
+    "RenderLimits",
     "TemplateError",
+    "TemplateLimitExceeded",
     "collate",
     "normalize_message",
+    "render_off_loop",
 ]

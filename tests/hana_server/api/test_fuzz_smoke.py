@@ -36,6 +36,4 @@ def test_fuzz_smoke_finds_no_server_errors_and_no_hangs(scripted_server: Scripte
     assert report.operations == len(OPERATIONS) - 1  # all but the endless event stream
     assert report.cases >= report.operations * 8
     assert report.hangs == [] and report.connection_errors == []
-    # Bodies that are not UTF-8 still get a 500 from the JSON decoding of issue 12's input half
-    # (fixed on its own branch); once merged, this is `report.server_errors == []`.
-    assert [case for case in report.server_errors if case["valid_utf8_body"]] == []
+    assert report.server_errors == []
