@@ -128,7 +128,7 @@ class ChatCompletionRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str] = ""
+    prompt: str | list[str] = Field("", validate_default=True)  # a missing prompt is refused too
     suffix: str | None = None
 
     @field_validator("prompt")

@@ -108,3 +108,18 @@ def test_state_json_is_built_from_the_scheduler_snapshots(scripted_server: Scrip
     gate.open()
     request.join(30)
     assert server.ps()[0]["state"] == "ready"
+
+
+def test_openai_requests_with_nothing_to_generate_are_refused_before_any_load(
+    scripted_server: ScriptedServer,
+) -> None:
+    server = scripted_server
+    server.create_tiny("tiny")
+    for path, body, message in (
+        ("/v1/completions", {"model": "tiny"}, "prompt is required"),
+        ("/v1/completions", {"model": "tiny", "prompt": ""}, "prompt is required"),
+        ("/v1/chat/completions", {"model": "tiny", "messages": []}, "too short"),
+    ):
+        answer = server.http.post(path, json=body)
+        assert answer.status_code == 400 and message in answer.json()["error"]["message"]
+    assert server.http.get("/api/ps").json()["models"] == []
