@@ -75,6 +75,9 @@ class HanaHandlerMixin(web.RequestHandler):
             message = error.log_message % error.args if error.args else error.log_message
         else:
             message = self._reason
+        # send_error cleared the response: headers a refusal needs (CORS, WWW-Authenticate) again
+        for name, value in getattr(error, "headers", {}).items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": message}))
 
@@ -104,6 +107,17 @@ class HanaHandlerMixin(web.RequestHandler):
             self.finish()
         else:
             self.send_json({"error": error.message}, error.status)
+
+    def on_finish(self) -> None:
+        """Count the answered request in the service's metrics (refusals at the door too)."""
+        metrics = getattr(self.settings.get("hana_service"), "metrics", None)
+        if metrics is not None:
+            metrics.request_finished(
+                getattr(self, "hana_route", "other"),
+                self.request.method or "",
+                self.get_status(),
+                self.request.request_time(),
+            )
 
     def on_connection_close(self) -> None:
         if self._task is not None and not self._task.done():

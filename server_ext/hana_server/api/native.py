@@ -237,6 +237,8 @@ class BlobHandler(HanaHandlerMixin):
             self._hash = hashlib.sha256()
 
     def data_received(self, chunk: bytes) -> None:
+        if self._spool is None:
+            return  # refused at the door, or a body on HEAD: never written anywhere
         self._spool.write(chunk)
         self._hash.update(chunk)
 
@@ -257,6 +259,7 @@ class BlobHandler(HanaHandlerMixin):
                 os.unlink(path)
 
     def on_finish(self) -> None:
+        super().on_finish()
         if self._spool is not None and not self._spool.closed:
             self._spool.close()
             Path(self._spool.name).unlink(missing_ok=True)
