@@ -324,3 +324,33 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_API_KEY", "cloud-key")  # a client's key, never the server's
     monkeypatch.delenv("HANA_API_KEY")
     assert HanaSettings().api_key == ""
+
+
+# ------------------------------------------------------------------- no server-side paths
+
+
+def test_create_over_http_never_reads_a_path(scripted_server: ScriptedServer) -> None:
+    """A missing file, a non-GGUF file, a directory and a real GGUF all get the same answer: a
+    client learns nothing about the server user's files and imports none of them."""
+    server = scripted_server
+    server.create_tiny("base", seed=1)
+    root = server.root
+    (root / "notes.txt").write_text("secret")
+    (root / "folder").mkdir()
+    gguf = root / "tiny-1.gguf"  # written by create_tiny
+    answers = set()
+    for source in (root / "missing.gguf", root / "notes.txt", root / "folder", gguf, "./x.gguf"):
+        for body in (
+            {"model": "probe", "modelfile": f"FROM {source}\n", "stream": False},
+            {"model": "probe", "modelfile": f"FROM {source}\n"},  # streamed
+        ):
+            answer = server.http.post("/api/create", json=body)
+            answers.add((answer.status_code, answer.text))
+    assert answers == {(400, "{\"error\": \"neither 'from' or 'files' was specified\"}")}
+    assert _names(server) == ["base:latest"]
+    # An installed model's name still works through the legacy field.
+    made = server.http.post(
+        "/api/create", json={"model": "child", "modelfile": "FROM base\nSYSTEM hi", "stream": False}
+    )
+    assert made.status_code == 200, made.text
+    assert server.service.store.get("child").system == "hi"
