@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,21 +136,31 @@ class AccessPolicy:
     origins: tuple[str, ...] = ()
     api_key: str = ""
 
+    def refusal(self, method: str, host: str, headers: Mapping[str, str]) -> Refused | None:
+        """Why a request with these headers may not proceed, or None. Needs no body: a hook that
+        runs when the headers arrive (before the body is read) can call it too."""
+        origin = headers.get("Origin")
+        cors: dict[str, str] = {}
+        if origin:
+            if not origin_allowed(origin, host, self.origins):
+                return Refused(403, ORIGIN_REFUSED)
+            cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        if method == "OPTIONS":
+            return None  # a preflight: answered by `preflight`, never carries credentials
+        if self.api_key and not key_matches(headers.get("Authorization"), self.api_key):
+            return Refused(401, UNAUTHORIZED, {**cors, "WWW-Authenticate": 'Bearer realm="hana"'})
+        return None
+
     def check(self, handler: web.RequestHandler) -> None:
         """Refuse a request that may not proceed (raises `Refused`); else set its CORS header."""
         request = handler.request
+        refused = self.refusal(request.method or "", request.host, request.headers)
+        if refused is not None:
+            raise refused  # tornado logs it with the path
         origin = request.headers.get("Origin")
-        cors: dict[str, str] = {}
         if origin:
-            if not origin_allowed(origin, request.host, self.origins):
-                raise Refused(403, ORIGIN_REFUSED)  # tornado logs it with the path
-            cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-            for name, value in cors.items():
-                handler.set_header(name, value)
-        if request.method == "OPTIONS":
-            return  # a preflight: answered by `preflight`, never carries credentials
-        if self.api_key and not key_matches(request.headers.get("Authorization"), self.api_key):
-            raise Refused(401, UNAUTHORIZED, {**cors, "WWW-Authenticate": 'Bearer realm="hana"'})
+            handler.set_header("Access-Control-Allow-Origin", origin)
+            handler.set_header("Vary", "Origin")
 
 
 def preflight(handler: web.RequestHandler) -> None:

@@ -34,7 +34,7 @@ from tornado import httpserver, web
 from traitlets import Bool, default
 
 from hana_server import __version__
-from hana_server.api import state
+from hana_server.api import metrics, state
 from hana_server.api.routes import build_routes
 from hana_server.config import HanaSettings
 from hana_server.service import HanaService
@@ -43,11 +43,12 @@ from hana_server.shared_port import bind_shared_port, make_shared_port_app, url_
 AUTH_RESOURCE = "hana"
 """The resource name authorizers see (JupyterHub scopes, custom `Authorizer` classes)."""
 
-# Polled by the Lab status bar and the runner panel: a tab left open must not keep an idle
-# server alive (JupyterHub culler, ServerApp.shutdown_no_activity_timeout).
+# Polled by the Lab status bar, the runner panel and Prometheus: a tab left open or a scraper
+# must not keep an idle server alive (JupyterHub culler, ServerApp.shutdown_no_activity_timeout).
 UNTRACKED_HANDLERS: tuple[type[web.RequestHandler], ...] = (
     state.StatusHandler,
     state.EventsHandler,
+    metrics.MetricsHandler,
 )
 
 # What kernels and tools read to find the server; restored on stop so an embedding process (or a
