@@ -241,27 +241,24 @@ def test_hana_client_sends_the_key_from_the_environment(
         assert [m["name"] for m in client.models()] == ["tiny:latest"]
 
 
+def _hana(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the `hana` command with these environment variables added."""
+    return subprocess.run(
+        [sys.executable, "-m", "hana_server.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_cli_sends_the_key(start_scripted_server: Callable[..., Any]) -> None:
     server = _authorize(start_scripted_server(api_key=KEY))
     server.create_tiny("tiny")
-    env = {**os.environ, "HANA_URL": server.url, "HANA_API_KEY": KEY}
-    listed = subprocess.run(
-        [sys.executable, "-m", "hana_server.cli", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = _hana("list", HANA_URL=server.url, HANA_API_KEY=KEY)
     assert listed.returncode == 0, listed.stderr
     assert "tiny:latest" in listed.stdout
-    env["HANA_API_KEY"] = "wrong"
-    refused = subprocess.run(
-        [sys.executable, "-m", "hana_server.cli", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = _hana("list", HANA_URL=server.url, HANA_API_KEY="wrong")
     assert refused.returncode != 0 and "unauthorized" in refused.stderr
 
 
@@ -300,16 +297,15 @@ def test_wildcard_bind_is_refused_or_warned_before_listening(
     assert any("reachable from other machines" in r.getMessage() for r in caplog.records)
 
 
-def test_hana_serve_refuses_a_wildcard_bind_without_a_key(tmp_path: Path) -> None:
-    env = {**os.environ, "HANA_MODELS": str(tmp_path), "HANA_REGISTER_DEFAULT_MODEL": "0"}
-    env.pop("HANA_API_KEY", None)
-    env.pop("HANA_ALLOW_UNAUTHENTICATED_NETWORK", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "hana_server.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_hana_serve_refuses_a_wildcard_bind_without_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HANA_API_KEY", raising=False)
+    monkeypatch.delenv("HANA_ALLOW_UNAUTHENTICATED_NETWORK", raising=False)
+    done = _hana(
+        *("serve", "--host", "0.0.0.0", "--port", "0"),
+        HANA_MODELS=str(tmp_path),
+        HANA_REGISTER_DEFAULT_MODEL="0",
     )
     assert done.returncode == 1
     assert "refusing to serve 0.0.0.0 without an API key" in done.stderr

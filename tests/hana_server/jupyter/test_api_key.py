@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from hana_server.extension import HanaApp
+from jupyter_kernel import execute_in_kernel
 
 KEY = "kernel-visible-key"
 
@@ -55,29 +56,6 @@ print(json.dumps({"names": names, "eval_count": reply.eval_count,
 def test_kernel_started_by_the_server_calls_with_the_key(
     run: Any, jp_serverapp: Any, tiny_model: str, hana_app: HanaApp
 ) -> None:
-    manager = jp_serverapp.kernel_manager
-
-    async def in_kernel() -> dict[str, Any]:
-        kernel_id = await manager.start_kernel()
-        client = manager.get_kernel(kernel_id).client()
-        client.start_channels()
-        seen: list[str] = []
-        errors: list[str] = []
-
-        def output(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] == "stream":
-                seen.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                errors.append("\n".join(msg["content"]["traceback"]))
-
-        try:
-            await client.wait_for_ready(timeout=60)
-            await client.execute_interactive(KERNEL_CODE, output_hook=output, timeout=120)
-        finally:
-            client.stop_channels()
-            await manager.shutdown_kernel(kernel_id, now=True)
-        assert not errors, errors
-        return json.loads("".join(seen))
-
-    result = run(in_kernel())
+    printed = run(execute_in_kernel(jp_serverapp.kernel_manager, KERNEL_CODE))
+    result = json.loads(printed)
     assert result == {"names": ["tiny:latest"], "eval_count": 2, "keys": [KEY, KEY]}
