@@ -42,7 +42,7 @@ from hana_client.payload import drop_none, generation_body
 from hana_client.streams import ndjson, raise_for_status, sse
 from hana_client.sync import run_sync
 from hana_protocol.digests import blob_digest
-from hana_protocol.env import env_value
+from hana_protocol.env import auth_headers, client_api_key, env_value
 from hana_protocol.errors import ServerUnreachable
 from hana_protocol.modelfile import plan_create_from_file
 
@@ -91,6 +91,12 @@ class HanaClient(LoggingConfigurable):
         allow_none=True,
         help="Jupyter token sent as `Authorization: token ...` when the API sits behind a Jupyter "
         "server. Unset: the HANA_TOKEN environment variable, if any.",
+    ).tag(config=True)
+    api_key = Unicode(
+        None,
+        allow_none=True,
+        help="API key of a shared port that requires one, sent as `Authorization: Bearer ...` "
+        "(when no Jupyter `token` is in use). Unset: HANA_API_KEY, then OLLAMA_API_KEY.",
     ).tag(config=True)
     connect_timeout = Float(5.0, help="Seconds to wait for a TCP connection.").tag(config=True)
     request_timeout = Float(
@@ -157,13 +163,15 @@ class HanaClient(LoggingConfigurable):
         # Discovery may probe or start a server: off the loop. Requests started together all get
         # here; only the first creates the pool (below, with no await between check and insert).
         base_url = self._base_url or await asyncio.to_thread(lambda: self.base_url)
-        token = self.token or env_value("HANA_TOKEN")
+        headers = auth_headers(
+            self.token or env_value("HANA_TOKEN"), self.api_key or client_api_key()
+        )
         with self._http_lock:
             client = self._http_clients.get(loop)
             if client is None:
                 client = httpx.AsyncClient(
                     base_url=base_url,
-                    headers={"Authorization": f"token {token}"} if token else None,
+                    headers=headers,
                     timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
                 )
                 self._http_clients[loop] = client

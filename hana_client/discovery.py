@@ -49,9 +49,10 @@ def server_url(url: str | None = None) -> str:
 
 
 def probe(url: str, timeout: float) -> bool:
-    """True if `GET /` on `url` answers 200 within `timeout` seconds."""
+    """True if `GET /` on `url` answers within `timeout` seconds: 200, or 401 from a shared port
+    that requires an API key (the client sends its key with every real request)."""
     try:
-        return httpx.get(url, timeout=timeout).status_code == 200
+        return httpx.get(url, timeout=timeout).status_code in (200, 401)
     except httpx.HTTPError:
         return False
 

@@ -28,3 +28,19 @@ def default_models_dir() -> Path:
     """HANA_MODELS, else OLLAMA_MODELS (share Ollama's models), else ~/.hana/models."""
     value = env_value("HANA_MODELS", "OLLAMA_MODELS")
     return Path(value).expanduser() if value else Path.home() / ".hana" / "models"
+
+
+def client_api_key() -> str | None:
+    """The API key a client sends as `Authorization: Bearer`: HANA_API_KEY, else OLLAMA_API_KEY
+    (what the official ollama client sends)."""
+    return env_value("HANA_API_KEY", "OLLAMA_API_KEY")
+
+
+def auth_headers(token: str | None = None, api_key: str | None = None) -> dict[str, str]:
+    """The Authorization header for a Jupyter `token` (the {base_url}hana/ routes), else for an
+    API key (the shared port); empty when there is neither."""
+    if token:
+        return {"Authorization": f"token {token}"}
+    if api_key:
+        return {"Authorization": f"Bearer {api_key}"}
+    return {}

@@ -255,6 +255,10 @@ class Modelfile:
         return None
 
 
+#: Ollama's `/api/create` answer when neither an installed model nor uploaded files are named.
+NO_SOURCE = "neither 'from' or 'files' was specified"
+
+
 def resolve_from(source: str, base_dir: Path) -> Path | None:
     """The GGUF file FROM names (Ollama's expandPath), or None when FROM names a model.
 
@@ -276,10 +280,19 @@ def resolve_from(source: str, base_dir: Path) -> Path | None:
         return ggufs[0]
     if path.is_file():
         return path
-    looks_like_path = source.startswith((".", "/", "~", "\\")) or source.lower().endswith(".gguf")
-    if looks_like_path:
+    if looks_like_path(source):
         raise InvalidRequest(f"FROM {source}: no such file {path}")
     return None
+
+
+def looks_like_path(source: str) -> bool:
+    """True if FROM `source` names a file rather than a model (decided on the text alone)."""
+    return (
+        source.startswith((".", "/", "~", "\\"))
+        or "\\" in source
+        or source.lower().endswith((".gguf", ".bin", ".safetensors"))
+        or (len(source) > 2 and source[1] == ":" and source[2] in "/\\")  # C:\ or C:/
+    )
 
 
 @dataclass(frozen=True)
@@ -304,12 +317,23 @@ class CreatePlan:
         return body
 
 
-def plan_create(modelfile: Modelfile, base_dir: Path) -> CreatePlan:
-    """Translate a parsed Modelfile into a create request, the one way every caller does it."""
+def plan_create(modelfile: Modelfile, base_dir: Path | None) -> CreatePlan:
+    """Translate a parsed Modelfile into a create request, the one way every caller does it.
+
+    `base_dir` is where relative FROM paths are read from, on the caller's machine. None: the
+    Modelfile came over HTTP (the legacy `modelfile` field), so FROM may only name an installed
+    model; a path is refused with Ollama's answer, without looking at any file (a client must not
+    learn which files the server's user has).
+    """
     problem = modelfile.unsupported()
     if problem:
         raise InvalidRequest(problem)
-    model_file = resolve_from(modelfile.from_, base_dir)
+    if base_dir is None:
+        if looks_like_path(modelfile.from_):
+            raise InvalidRequest(NO_SOURCE)
+        model_file = None
+    else:
+        model_file = resolve_from(modelfile.from_, base_dir)
     fields: dict[str, Any] = {} if model_file is not None else {"from": modelfile.from_}
     for name, value in (
         ("template", modelfile.template),

@@ -59,8 +59,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
         install_parent_watchdog(args.parent_pid)
         on_listening = announce
+    from hana_server.access import UnsafeBind
+
     try:
         asyncio.run(serve(settings, on_listening=on_listening))
+    except UnsafeBind as error:
+        raise CLIError(f"Error: {error}") from None
     except OSError as error:
         raise CLIError(
             f"Error: listen tcp {settings.host}:{settings.port}: {error.strerror}"

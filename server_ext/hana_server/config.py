@@ -132,13 +132,36 @@ class HanaSettings(LoggingConfigurable):
         return (env_value("HANA_REGISTER_DEFAULT_MODEL") or "1").lower() not in ("0", "false", "no")
 
     origins = List(
-        Unicode(), help="Extra CORS origins for the shared port ($HANA_ORIGINS / $OLLAMA_ORIGINS)."
+        Unicode(),
+        help="Extra origins (patterns with *) allowed to call the shared port besides Ollama's "
+        "built-in local ones; other origins get 403 ($HANA_ORIGINS / $OLLAMA_ORIGINS).",
     ).tag(config=True)
 
     @default("origins")
     def _default_origins(self) -> list[str]:
         value = env_value("HANA_ORIGINS", "OLLAMA_ORIGINS")
         return [o.strip() for o in value.split(",") if o.strip()] if value else []
+
+    api_key = Unicode(
+        help="API key the shared port requires as `Authorization: Bearer <key>` on every request "
+        "($HANA_API_KEY); empty = no key (loopback only). The Jupyter routes keep Jupyter's auth. "
+        "Kernels started by the Jupyter server receive it as HANA_API_KEY and OLLAMA_API_KEY."
+    ).tag(config=True)
+
+    @default("api_key")
+    def _default_api_key(self) -> str:
+        return env_value("HANA_API_KEY") or ""
+
+    allow_unauthenticated_network = Bool(
+        help="Serve the shared port on a non-loopback address (e.g. 0.0.0.0) without an API key "
+        "($HANA_ALLOW_UNAUTHENTICATED_NETWORK=1). Off: such a bind is refused unless `api_key` "
+        "is set."
+    ).tag(config=True)
+
+    @default("allow_unauthenticated_network")
+    def _default_allow_unauthenticated(self) -> bool:
+        value = env_value("HANA_ALLOW_UNAUTHENTICATED_NETWORK") or "0"
+        return value.lower() in ("1", "true", "yes")
 
     @property
     def default_keep_alive_seconds(self) -> float:

@@ -34,6 +34,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: set[_Subscriber] = set()
+        self._listeners: list[Callable[[Event], None]] = []
         self._snapshot: Callable[[], Event] | None = None
         self._pending = False
         self._closed = False
@@ -42,8 +43,15 @@ class EventBus:
     def publish(self, event: Event) -> None:
         self.sequence += 1
         event = {**event, "seq": self.sequence, "time": time.time()}
+        for listener in self._listeners:
+            listener(event)
         for subscriber in self._subscribers:
             subscriber.push(event)
+
+    def listen(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener(event)` synchronously for every published event (metrics); it must be
+        quick and must not raise. State snapshots only go to subscribers."""
+        self._listeners.append(listener)
 
     def publish_state(self, snapshot: Callable[[], Event]) -> None:
         """Publish `snapshot()` once at the end of this loop iteration."""

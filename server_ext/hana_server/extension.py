@@ -4,12 +4,14 @@ One `HanaService` per Jupyter server, reachable two ways through the same handle
 
 - `{base_url}hana/api/...` and `{base_url}hana/v1/...` behind Jupyter's authentication and
   authorization (token header, or cookie + XSRF from the browser; JupyterHub RBAC applies);
-- the shared loopback port (`c.HanaApp.port`, 11434 like Ollama, no auth), so `curl`, the
-  official `ollama` client and other users' notebooks reach the same scheduler.
+- the shared loopback port (`c.HanaApp.port`, 11434 like Ollama; Origin check and the optional
+  `c.HanaApp.api_key`, see `hana_server.access`), so `curl`, the official `ollama` client and
+  other users' notebooks reach the same scheduler.
 
-Kernels started by this server find it with no configuration: `HANA_URL` and `OLLAMA_HOST` are
-exported into the server's environment before any kernel starts, and a runtime file
-`hana-<pid>.json` records the URLs for programs started elsewhere.
+Kernels started by this server find it with no configuration: `HANA_URL` and `OLLAMA_HOST` (and
+the key as `HANA_API_KEY` / `OLLAMA_API_KEY` when one is set) are exported into the server's
+environment before any kernel starts, and a runtime file `hana-<pid>.json` records the URLs for
+programs started elsewhere.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tornado import httpserver, web
 from traitlets import Bool, default
 
 from hana_server import __version__
-from hana_server.api import state
+from hana_server.api import metrics, state
 from hana_server.api.routes import build_routes
 from hana_server.config import HanaSettings
 from hana_server.service import HanaService
@@ -41,16 +43,17 @@ from hana_server.shared_port import bind_shared_port, make_shared_port_app, url_
 AUTH_RESOURCE = "hana"
 """The resource name authorizers see (JupyterHub scopes, custom `Authorizer` classes)."""
 
-# Polled by the Lab status bar and the runner panel: a tab left open must not keep an idle
-# server alive (JupyterHub culler, ServerApp.shutdown_no_activity_timeout).
+# Polled by the Lab status bar, the runner panel and Prometheus: a tab left open or a scraper
+# must not keep an idle server alive (JupyterHub culler, ServerApp.shutdown_no_activity_timeout).
 UNTRACKED_HANDLERS: tuple[type[web.RequestHandler], ...] = (
     state.StatusHandler,
     state.EventsHandler,
+    metrics.MetricsHandler,
 )
 
 # What kernels and tools read to find the server; restored on stop so an embedding process (or a
 # test run) sees its own values again.
-EXPORTED_ENV = ("HANA_URL", "HANA_TOKEN", "OLLAMA_HOST")
+EXPORTED_ENV = ("HANA_URL", "HANA_TOKEN", "OLLAMA_HOST", "HANA_API_KEY", "OLLAMA_API_KEY")
 
 
 class HanaJupyterHandler(ExtensionHandlerMixin, APIHandler):  # type: ignore[misc]
@@ -115,9 +118,9 @@ class HanaApp(ExtensionApp, HanaSettings):
 
     share_port = Bool(
         True,
-        help="Also serve the API without authentication on the loopback port `port` (like "
-        "Ollama), for curl, the ollama/openai clients and other users' notebooks. False: only "
-        "{base_url}hana/ behind Jupyter auth.",
+        help="Also serve the API outside Jupyter's auth on the loopback port `port` (like "
+        "Ollama; `api_key` protects it), for curl, the ollama/openai clients and other users' "
+        "notebooks. False: only {base_url}hana/ behind Jupyter auth.",
     ).tag(config=True)
 
     port_fallback = Bool(
@@ -151,10 +154,11 @@ class HanaApp(ExtensionApp, HanaSettings):
             self.log.info("hana %s: Ollama API at %s (Jupyter auth)", __version__, self.api_path)
         else:
             self.log.info(
-                "hana %s: Ollama API at %s (Jupyter auth) and %s (shared port, no auth)",
+                "hana %s: Ollama API at %s (Jupyter auth) and %s (shared port, %s)",
                 __version__,
                 self.api_path,
                 self.service.url,
+                "API key required" if self.api_key else "no key",
             )
         self._write_runtime_file()
 
@@ -170,13 +174,7 @@ class HanaApp(ExtensionApp, HanaSettings):
 
     def _bind_shared_port(self) -> None:
         assert self.service is not None
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            self.log.warning(
-                "hana: the shared port on %s has no authentication; anyone who can reach it can "
-                "use the models",
-                self.host,
-            )
-        app = make_shared_port_app(self.service, self)
+        app = make_shared_port_app(self.service, self)  # refuses an unprotected network bind
         try:
             server, port = bind_shared_port(app, self.host, self.port, fallback=self.port_fallback)
         except OSError as error:
@@ -193,6 +191,10 @@ class HanaApp(ExtensionApp, HanaSettings):
                 self.service.url,
             )
         self._export_env(HANA_URL=self.service.url, OLLAMA_HOST=self.service.url.split("//", 1)[1])
+        if self.api_key:
+            # HanaClient reads HANA_API_KEY; the official ollama client in a kernel OLLAMA_API_KEY
+            # (it already talks to this server through the exported OLLAMA_HOST).
+            self._export_env(HANA_API_KEY=self.api_key, OLLAMA_API_KEY=self.api_key)
 
     def _export_env(self, **values: str) -> None:
         """Put discovery variables into os.environ: every kernel started later inherits them."""

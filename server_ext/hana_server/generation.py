@@ -34,6 +34,12 @@ log = logging.getLogger("hana.generation")
 Chunk = dict[str, Any]
 # The text fields of a chunk ({"response": text} or {"message": {...}}) for a piece of text.
 TextFields = Callable[[str], Chunk]
+# Told the prompt and generated tokens of each finished answer: (model, prompt, generated).
+TokenCounter = Callable[[str, int, int], None]
+
+
+def _no_count(model: str, prompt: int, generated: int) -> None:
+    pass
 
 
 def now_rfc3339() -> str:
@@ -77,6 +83,7 @@ class AnswerStream:
     payload: dict[str, Any]
     started: float
     wrap: TextFields
+    count_tokens: TokenCounter = _no_count
 
     async def __aenter__(self) -> AnswerStream:
         return self
@@ -102,6 +109,7 @@ class AnswerStream:
 
     def _final(self, name: str, done: dict[str, Any]) -> Chunk:
         self.lease.record_speed(done.get("eval_count", 0), done.get("eval_duration", 0))
+        self.count_tokens(name, done.get("prompt_eval_count", 0), done.get("eval_count", 0))
         metrics = {
             "total_duration": int((time.monotonic() - self.started) * 1e9),
             "load_duration": int(self.lease.load_duration * 1e9),
@@ -123,9 +131,12 @@ class AnswerStream:
 class GenerationService:
     """Turns generate/chat/embed requests into runner calls."""
 
-    def __init__(self, store: ModelStore, scheduler: Scheduler) -> None:
+    def __init__(
+        self, store: ModelStore, scheduler: Scheduler, count_tokens: TokenCounter = _no_count
+    ) -> None:
         self.store = store
         self.scheduler = scheduler
+        self.count_tokens = count_tokens
 
     def find(self, name: str) -> Model:
         return self.store.get(name)
@@ -240,7 +251,7 @@ class GenerationService:
         payload = {"prompt": prompt, "options": runner_options, **fmt}
         # Last: from here on the AnswerStream owns the slot (see the module's docstring).
         lease = await self.scheduler.acquire(model, options, keep_alive)
-        return AnswerStream(model, lease, payload, started, wrap)
+        return AnswerStream(model, lease, payload, started, wrap, self.count_tokens)
 
     # ------------------------------------------------------------------ embeddings
 
@@ -272,6 +283,7 @@ class GenerationService:
         if "error" in result:
             raise InvalidRequest(result["error"])
         vectors = result["embeddings"]
+        self.count_tokens(model.name.display, result.get("prompt_eval_count", 0), 0)
         if dimensions:  # Ollama: 0 < dimensions < length keeps the first ones
             vectors = [_normalise(v[:dimensions]) if dimensions < len(v) else v for v in vectors]
         return {

@@ -336,6 +336,7 @@ class Scheduler:
             log.info(
                 "evicting %s to make room for %s", victim.model.name.display, waiter.model.name
             )
+            self.events.publish({"event": "evicting", "model": victim.model.name.display})
             if victim.active_requests == 0:
                 self._unload(victim)
             else:
@@ -408,6 +409,9 @@ class Scheduler:
         load_seconds = time.monotonic() - started
         log.info(
             "loaded %s in %.2fs (pid %s)", runner.model.name.display, load_seconds, launched.pid
+        )
+        self.events.publish(
+            {"event": "loaded", "model": runner.model.name.display, "seconds": load_seconds}
         )
         asyncio.get_running_loop().create_task(self._watch(runner, launched))
         self._pump()  # hand the new runner to its waiters before its keep-alive can start

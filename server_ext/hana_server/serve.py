@@ -27,8 +27,8 @@ async def serve(
     `on_listening(url)` is called once the port is bound (the embedded host announces it).
     """
     service = HanaService(settings)
+    app = make_shared_port_app(service, settings)  # first: it may refuse the bind address
     await service.start()
-    app = make_shared_port_app(service, settings)
     server, port = bind_shared_port(app, settings.host, settings.port, fallback=False)
     service.url = url_for(settings.host, port)
     log.info("hana is listening on %s", service.url)

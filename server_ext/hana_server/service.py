@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from hana_protocol.errors import InvalidRequest
+from hana_protocol.modelfile import NO_SOURCE, Modelfile, plan_create
 from hana_server.config import HanaSettings
 from hana_server.generation import GenerationService
 from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
+from hana_server.metrics import HanaMetrics
 from hana_server.requests import CreateRequest
 from hana_server.scheduler import Scheduler
 from hana_server.store.default_model import ensure_default_model
@@ -43,7 +45,8 @@ class HanaService:
             num_threads=settings.num_threads,
             thread_budget=settings.thread_budget,
         )
-        self.generation = GenerationService(self.store, self.scheduler)
+        self.metrics = HanaMetrics(self.scheduler)
+        self.generation = GenerationService(self.store, self.scheduler, self.metrics.tokens)
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
 
@@ -129,11 +132,13 @@ class HanaService:
         def progress(status: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, {"status": status})
 
+        if req.modelfile and not (req.from_ or req.files):
+            # The legacy field, translated as a client would but with no file access: FROM may
+            # only name an installed model (`hana create -f` uploads local files first).
+            plan = plan_create(Modelfile.parse(req.modelfile), None)
+            req = CreateRequest.model_validate(plan.body(req.model) | {"stream": req.stream})
+
         def work() -> Model:
-            if req.modelfile:
-                return self.store.create_from_modelfile(
-                    req.model, req.modelfile, Path.cwd(), progress
-                )
             model_digest = None
             if req.files:
                 ggufs = [d for name, d in req.files.items() if not name.endswith(".json")]
@@ -141,7 +146,7 @@ class HanaService:
                     raise InvalidRequest("create needs exactly one GGUF file in 'files'")
                 model_digest = ggufs[0]
             elif not req.from_:
-                raise InvalidRequest("neither 'from' nor 'files' was specified")
+                raise InvalidRequest(NO_SOURCE)
             license_ = [req.license] if isinstance(req.license, str) else req.license
             messages = [m.model_dump(exclude_none=True) for m in req.messages or []]
             return self.store.create(

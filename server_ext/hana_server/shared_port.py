@@ -1,18 +1,18 @@
-"""The shared port: the whole API at the root, like Ollama, with no authentication.
+"""The shared port: the whole API at the root, like Ollama, outside Jupyter's auth.
 
 It binds loopback by default and, like Ollama, refuses requests whose Host header is not a local
-name (a DNS-rebinding guard), and answers CORS only for local origins plus `origins`. Every host
-(`HanaApp`, `hana serve`, the embedded server) builds its shared port from this module.
+name (a DNS-rebinding guard); Origin, CORS and the optional API key are decided by
+`hana_server.access`. Every host (`HanaApp`, `hana serve`, the embedded server) builds its shared
+port from this module.
 
 The door is `SharedPortHandler.prepare`: every hana handler streams its body, so `prepare` runs
-once the headers are in and before any body byte is read; checks added there (Origin, API key)
+once the headers are in and before any body byte is read; the Host, Origin and key checks there
 hold for every route. The HTTP server itself bounds what a client can hold: the time to send
 headers (idle keep-alive time included) and the number of open connections (`LimitedHTTPServer`).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import logging
 import socket
@@ -23,31 +23,12 @@ from tornado import httpserver, web
 from tornado.iostream import IOStream
 
 from hana_protocol.hosts import HostAddress
+from hana_server import access
 from hana_server.api.routes import build_routes
 from hana_server.config import HanaSettings
 from hana_server.service import HanaService
 
 log = logging.getLogger("hana")
-
-LOCAL_ORIGINS = [
-    "http://localhost",
-    "https://localhost",
-    "http://localhost:*",
-    "https://localhost:*",
-    "http://127.0.0.1",
-    "https://127.0.0.1",
-    "http://127.0.0.1:*",
-    "https://127.0.0.1:*",
-    "http://0.0.0.0",
-    "https://0.0.0.0",
-    "http://0.0.0.0:*",
-    "https://0.0.0.0:*",
-    "app://*",
-    "file://*",
-    "tauri://*",
-    "vscode-webview://*",
-    "vscode-file://*",
-]
 
 
 def is_local_host(host: str) -> bool:
@@ -65,58 +46,42 @@ def is_local_host(host: str) -> bool:
 
 
 class SharedPortHandler(web.RequestHandler):
-    """Base for handlers on the shared port: host guard and CORS, no auth (loopback only)."""
+    """Base for handlers on the shared port: host guard, then Origin/CORS and the optional key."""
 
     def prepare(self) -> None:
         """Runs before any of the body is read (hana handlers stream bodies): refuse here."""
         self.check_host()
-        self.allow_origin()
+        self.check_access()
 
     def check_host(self) -> None:
         """The DNS-rebinding guard: a loopback-bound port answers local Host names only."""
         if self.settings.get("hana_loopback") and not is_local_host(self.request.host):
             raise web.HTTPError(403, "host not allowed")
 
-    def allow_origin(self) -> None:
-        """CORS headers for local origins and the configured `origins`."""
-        origin = self.request.headers.get("Origin")
-        if origin and self._origin_allowed(origin):
-            self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Vary", "Origin")
-
-    def _origin_allowed(self, origin: str) -> bool:
-        patterns = LOCAL_ORIGINS + list(self.settings.get("hana_origins", []))
-        return any(fnmatch.fnmatch(origin, p) for p in patterns)
+    def check_access(self) -> None:
+        """Origin (403), CORS headers and the optional API key (401): `hana_server.access`."""
+        self.settings["hana_access"].check(self)
 
     def options(self, *args: Any) -> None:
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, HEAD, OPTIONS")
-        self.set_header(
-            "Access-Control-Allow-Headers",
-            "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
-            "x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
-            "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, "
-            "x-stainless-async, x-stainless-helper-method, x-stainless-timeout",
-        )
-        self.set_status(204)
-        self.finish()
+        access.preflight(self)
 
 
 def make_shared_port_app(service: HanaService, settings: HanaSettings) -> web.Application:
-    """The shared-port application: the whole API at the root, like Ollama."""
-    loopback = _is_loopback(settings.host)
+    """The shared-port application: the whole API at the root, like Ollama.
+
+    Raises `access.UnsafeBind` for a network-reachable host without a key (unless opted out).
+    """
+    warning = access.check_bind(
+        settings.host, settings.api_key, settings.allow_unauthenticated_network
+    )
+    if warning:
+        log.warning("%s", warning)
     return web.Application(
         build_routes("", SharedPortHandler),  # type: ignore[arg-type]
         hana_service=service,
-        hana_loopback=loopback,
-        hana_origins=settings.origins,
+        hana_loopback=access.is_loopback(settings.host),
+        hana_access=access.access_policy(settings),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def bind_shared_port(

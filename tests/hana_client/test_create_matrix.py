@@ -1,5 +1,7 @@
-"""One Modelfile, one `/api/create` request: the `hana create` CLI, the `%hana create` magic (the
-ModelManager) and the API's legacy `modelfile` field all turn a Modelfile into the same model.
+"""One Modelfile, one `/api/create` request: the `hana create` CLI, the `%hana create` magic and
+the ModelManager resolve local paths on the client side and upload, and all send the same request.
+The API's legacy `modelfile` field makes the same model from an installed model's name, and
+refuses a FROM path with Ollama's answer (a server never reads files a client names).
 
 The server records the create bodies it receives, so the comparison is of real requests.
 """
@@ -32,8 +34,9 @@ class RecordingServer(HanaServerProcess):
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RecordingServer, Path]]:
-    """A recording server whose working directory is the folder of the Modelfiles (the legacy
-    field reads relative paths from there, as Ollama's server does), with `base:1` installed."""
+    """A recording server whose working directory is the folder of the Modelfiles (so a legacy
+    `modelfile` with a relative FROM path would find the file, were paths read), with `base:1`
+    installed."""
     root = tmp_path_factory.mktemp("create-matrix")
     record = root / "record.jsonl"
     server = RecordingServer(
@@ -114,10 +117,15 @@ def test_same_modelfile_same_request(recorded: tuple[RecordingServer, Path], for
     legacy = server.http.post(
         "/api/create", json={"model": f"api-{slug}", "modelfile": text, "stream": False}
     )
-    assert legacy.status_code == 200, legacy.text
+    kinds = ("cli", "magic", "mgr", "api") if form == "model name" else ("cli", "magic", "mgr")
+    if form == "model name":
+        assert legacy.status_code == 200, legacy.text
+    else:  # a path over HTTP: Ollama's answer, whatever is (or is not) at that path
+        assert legacy.status_code == 400
+        assert legacy.json() == {"error": "neither 'from' or 'files' was specified"}
 
     # The server records a request when it has answered it: the last line may lag a moment.
-    names = {f"{kind}-{slug}" for kind in ("cli", "magic", "mgr", "api")}
+    names = {f"{kind}-{slug}" for kind in kinds}
     wait_for(lambda: names <= {body["model"] for body in _records(record)})
     bodies = {body["model"]: body for body in _records(record)}
     cli, magic, mgr = (bodies[f"{kind}-{slug}"] for kind in ("cli", "magic", "mgr"))
@@ -130,5 +138,6 @@ def test_same_modelfile_same_request(recorded: tuple[RecordingServer, Path], for
 
     # The legacy field is translated by the server itself: the model it makes is the same one.
     models = {m["name"]: m["digest"] for m in server.http.get("/api/tags").json()["models"]}
-    digests = {models[f"{kind}-{slug}:latest"] for kind in ("cli", "magic", "mgr", "api")}
+    assert f"api-{slug}:latest" in models or form != "model name"
+    digests = {models[f"{kind}-{slug}:latest"] for kind in kinds}
     assert len(digests) == 1

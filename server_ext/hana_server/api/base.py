@@ -147,6 +147,9 @@ class HanaHandlerMixin(web.RequestHandler):
             message = error.log_message % error.args if error.args else error.log_message
         else:
             message = ROUTER_MESSAGES.get(status_code, self._reason)
+        # send_error cleared the response: headers a refusal needs (CORS, WWW-Authenticate) again
+        for name, value in getattr(error, "headers", {}).items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": message}))
 
@@ -185,6 +188,17 @@ class HanaHandlerMixin(web.RequestHandler):
             self.set_header("Connection", "close")
         return super().finish(*args, **kwargs)
 
+    def count_request(self) -> None:
+        """Count the answered request in the service's metrics (refusals at the door too)."""
+        metrics = getattr(self.settings.get("hana_service"), "metrics", None)
+        if metrics is not None:
+            metrics.request_finished(
+                getattr(self, "hana_route", "other"),
+                self.request.method or "",
+                self.get_status(),
+                self.request.request_time(),
+            )
+
     def on_connection_close(self) -> None:
         self._disarm_body_timer()
         super().on_connection_close()  # ends a body still being read, so the handler returns
@@ -193,6 +207,7 @@ class HanaHandlerMixin(web.RequestHandler):
 
     def on_finish(self) -> None:
         self._disarm_body_timer()
+        self.count_request()
         super().on_finish()
 
     async def stream_ndjson(self, chunks: AsyncIterator[dict[str, Any]]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from tornado import web
 
-from hana_server.api import native, openai, state
+from hana_server.api import metrics, native, openai, state
 from hana_server.api.base import NotFoundHandler
 from hana_server.api.openapi import OpenAPIHandler
 
@@ -35,8 +35,16 @@ def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/v1/embeddings", openai.EmbeddingsHandler),
         (r"/v1/models", openai.ModelsHandler),
         (r"/v1/models/(.+)", openai.ModelHandler),
+        (r"/metrics", metrics.MetricsHandler),
         (r"/.*", NotFoundHandler),  # last: unknown paths get JSON, not tornado's HTML page
     ]
+
+
+def route_label(path: str) -> str:
+    """A route pattern as a metrics label: `/api/blobs/{digest}`, `/v1/models/{model}`."""
+    return (
+        path.replace("/?", "/").replace("([^/]+)", "{digest}").replace("(.+)", "{model}")
+    ) or "/"
 
 
 def build_routes(
@@ -46,7 +54,9 @@ def build_routes(
     routes = []
     prefix = prefix.rstrip("/")
     for path, mixin in handler_classes():
-        cls = mixin if base is None else type(mixin.__name__, (mixin, base), {})
+        # `hana_route` (the path without its prefix) labels the request in the metrics.
+        bases = (mixin,) if base is None else (mixin, base)
+        cls = type(mixin.__name__, bases, {"hana_route": route_label(path)})
         if getattr(mixin, "_stream_request_body", False):
             cls = web.stream_request_body(cls)
         routes.append((prefix + path, cls, kwargs))

@@ -37,7 +37,10 @@ def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The extension exports discovery variables into os.environ: undone after each test."""
-    for name in ("HANA_URL", "HANA_TOKEN", "OLLAMA_HOST", "HANA_HOST", "HANA_MODELS"):
+    for name in (
+        *("HANA_URL", "HANA_TOKEN", "OLLAMA_HOST", "HANA_HOST", "HANA_MODELS"),
+        *("HANA_API_KEY", "OLLAMA_API_KEY"),
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

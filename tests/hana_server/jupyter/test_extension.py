@@ -14,6 +14,7 @@ import openai
 import psutil
 import pytest
 from hana_server.extension import HanaApp
+from jupyter_kernel import execute_in_kernel
 from jupyter_server.auth import Authorizer
 from tornado.httpclient import HTTPClientError
 
@@ -192,30 +193,9 @@ def test_official_clients_with_the_jupyter_token(
 def test_kernel_started_by_the_server_finds_hana(
     run: Any, jp_serverapp: Any, hana_app: HanaApp
 ) -> None:
-    manager = jp_serverapp.kernel_manager
-
-    async def kernel_environ() -> dict[str, str]:
-        kernel_id = await manager.start_kernel()
-        client = manager.get_kernel(kernel_id).client()
-        client.start_channels()
-        seen: list[str] = []
-
-        def output(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] == "stream":
-                seen.append(msg["content"]["text"])
-
-        try:
-            await client.wait_for_ready(timeout=60)
-            code = "import json, os; print(json.dumps({k: os.environ.get(k) for k in %r}))"
-            await client.execute_interactive(
-                code % ["HANA_URL", "OLLAMA_HOST"], output_hook=output, timeout=60
-            )
-        finally:
-            client.stop_channels()
-            await manager.shutdown_kernel(kernel_id, now=True)
-        return json.loads("".join(seen))
-
-    environ = run(kernel_environ())
+    code = "import json, os; print(json.dumps({k: os.environ.get(k) for k in %r}))"
+    printed = execute_in_kernel(jp_serverapp.kernel_manager, code % ["HANA_URL", "OLLAMA_HOST"])
+    environ = json.loads(run(printed))
     assert environ["HANA_URL"] == hana_app.service.url
     assert environ["OLLAMA_HOST"] == hana_app.service.url.removeprefix("http://")
 
