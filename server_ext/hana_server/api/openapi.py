@@ -44,6 +44,7 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, tuple[str, ...]]] 
     ("get", "/api/hana/events", "Runner state changes (server-sent events)", None, (SSE,)),
     ("get", "/api/hana/status", "Snapshot of runners and settings", None, (JSON,)),
     ("get", OPENAPI_PATH, "This document", None, (JSON,)),
+    ("get", "/metrics", "Prometheus metrics (text exposition format)", None, (TEXT,)),
     (
         "post",
         "/v1/chat/completions",
