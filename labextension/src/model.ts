@@ -155,6 +155,7 @@ export class HanaModel implements IDisposable {
         return;
       }
       const delay = backoff.next();
+      console.warn(`hana: ${problem}; reconnecting in ${delay} ms`);
       this._set(
         disconnected(this._state, `${problem}; retrying in ${delay / 1000} s`)
       );

@@ -46,7 +46,7 @@ class RowView {
     this._badge = element('span', 'jp-hana-badge', head);
     this._progress = element('progress', 'jp-hana-progress', head);
     this._progress.max = 1;
-    this._details = element('div', 'jp-hana-details', node);
+    this._details = element('div', 'jp-hana-details jp-hana-runner', node);
     this._timing = element('div', 'jp-hana-details jp-hana-timing', node);
     const controls = element('div', 'jp-hana-controls', node);
     this._warm = element('button', 'jp-mod-styled jp-hana-warm', controls);
@@ -58,7 +58,7 @@ class RowView {
     this._unload.title = 'Unload as soon as it is idle';
     this._unload.onclick = () =>
       void this._hana.unload(this.model).catch(() => undefined);
-    this._chooser = element('select', 'jp-mod-styled jp-hana-keep-alive', controls);
+    this._chooser = element('select', 'jp-hana-keep-alive', controls);
     this._chooser.title = 'How long the model stays loaded after its last use';
     for (const [label, value] of KEEP_ALIVE_CHOICES) {
       const option = element('option', '', this._chooser);
@@ -100,7 +100,8 @@ class RowView {
     this._warm.disabled = pending || !row.canWarm;
     this._unload.disabled = pending || !row.canUnload;
     this._loaded = row.loaded;
-    if (row.keepAlive !== null && row.keepAlive !== this._followed) {
+    // keep_alive 0 is an unload in progress, not a choice to offer for the next Warm up.
+    if (row.keepAlive && row.keepAlive !== this._followed) {
       // Follow the server only when its value changes, so a choice just made is not reverted
       // by a snapshot that predates it.
       this._followed = row.keepAlive;
