@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_harness import BUILT, MODEL, ROOT, LabProcess
+from lab_harness import BUILT, MODEL, OTHER_MODEL, ROOT, LabProcess
 
 CHROMIUM = os.environ.get("HANA_CHROMIUM", "/usr/bin/chromium")
 ARTEFACTS = Path(os.environ.get("HANA_E2E_ARTEFACTS", ROOT / ".make" / "lab-e2e"))
@@ -34,6 +34,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
     if not (BUILT / "package.json").exists():
         pytest.fail("labextension/dist is missing: run `make labextension` first")
     server = LabProcess(tmp_path_factory.mktemp("lab-e2e")).start()
+    server.create_tiny(OTHER_MODEL, seed=1)
     server.create_tiny(MODEL)
     yield server
     server.stop()

@@ -18,13 +18,18 @@ from tiny_gguf import write_tiny_gguf
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "labextension" / "dist"
 MODEL = "tiny:e2e"
+OTHER_MODEL = "tiny:other"  # a second row, for the screenshots
 
 
 class LabProcess:
     """`jupyter lab` on a free port with a private config, model store and settings."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, python: Path | None = None, *, installed: bool = False) -> None:
+        """`python`: the environment to run Lab from. `installed`: use what that environment
+        has installed (the wheel test) instead of this tree's build and an explicit enable."""
         self.root = root
+        self.python = python or Path(sys.executable)
+        self.installed = installed
         self.port = free_port()
         self.token = "hana-e2e-token"
         self.base_url = "/e2e@lab/"  # not "/": catches URLs built without the base
@@ -42,13 +47,15 @@ class LabProcess:
         data = self.root / "data" / "labextensions"
         config.mkdir(parents=True)
         data.mkdir(parents=True)
-        # The tree's build, not whatever an environment has installed.
-        (data / "hana-jupyter").symlink_to(BUILT)
+        if not self.installed:
+            # The tree's build, not whatever the environment has installed.
+            (data / "hana-jupyter").symlink_to(BUILT)
+        extensions = {} if self.installed else {"hana_server": True}
         (config / "jupyter_server_config.json").write_text(
             json.dumps(
                 {
                     "ServerApp": {
-                        "jpserver_extensions": {"hana_server": True},
+                        "jpserver_extensions": extensions,
                         "token": self.token,
                         "port": self.port,
                         "port_retries": 0,
@@ -68,7 +75,7 @@ class LabProcess:
         (notification / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
         (self.root / "notebooks").mkdir()
         env = {
-            **os.environ,
+            **clean_env(self.python if self.installed else None),
             "JUPYTER_CONFIG_DIR": str(config),
             "JUPYTER_PATH": str(data.parent),
             "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),
@@ -77,11 +84,9 @@ class LabProcess:
             "HANA_MODELS": str(self.root / "models"),
             "HANA_REGISTER_DEFAULT_MODEL": "0",
         }
-        for name in ("HANA_URL", "HANA_TOKEN", "OLLAMA_HOST", "HANA_HOST"):
-            env.pop(name, None)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyterlab"],
+                [str(self.python), "-m", "jupyterlab"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -107,8 +112,8 @@ class LabProcess:
         (info,) = (self.root / "runtime").glob("hana-*.json")
         return str(json.loads(info.read_text())["url"])
 
-    def create_tiny(self, name: str) -> None:
-        gguf = write_tiny_gguf(self.root / "tiny.gguf")
+    def create_tiny(self, name: str, seed: int = 0) -> None:
+        gguf = write_tiny_gguf(self.root / f"tiny-{seed}.gguf", seed=seed)
         digest = "sha256:" + file_sha256(gguf)
         self.http.post(f"api/blobs/{digest}", content=gguf.read_bytes()).raise_for_status()
         body = {"model": name, "files": {gguf.name: digest}, "stream": False}
@@ -130,3 +135,21 @@ class LabProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+def clean_env(python: Path | None = None) -> dict[str, str]:
+    """This process's environment without what would point a child at another server or tree.
+
+    With `python` (another environment's interpreter), also without this one's import path and
+    with only that environment's scripts and the system's on PATH.
+    """
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("JUPYTER", "HANA_", "OLLAMA_"))
+    }
+    if python is not None:
+        for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(name, None)
+        env["PATH"] = os.pathsep.join([str(python.parent), "/usr/bin", "/bin"])
+    return env

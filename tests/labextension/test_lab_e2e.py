@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from lab_harness import MODEL, LabProcess
+from lab_harness import MODEL, OTHER_MODEL, LabProcess
 from playwright.sync_api import Page, expect
 from server_harness import wait_for
 
@@ -111,6 +111,9 @@ def test_busy_while_requests_run(page: Page, lab: LabProcess, artefacts: Path) -
     open_panel(page)
     warm_up(page)
     row = page.locator(ROW)
+    # Another model kept warm for 30m, loaded by another program: the sidebar shows it too.
+    other = {"model": OTHER_MODEL, "keep_alive": "30m", "stream": False}
+    lab.http.post("api/generate", json=other).raise_for_status()
     # The tiny model never stops by itself: these run until the test ends them.
     running = [Generation(lab, 1_000_000) for _ in range(2)]
     try:
@@ -118,14 +121,17 @@ def test_busy_while_requests_run(page: Page, lab: LabProcess, artefacts: Path) -
         expect(row.locator(".jp-hana-badge")).to_have_text(
             re.compile(r"busy 2/\d+"), timeout=30_000
         )
-        expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 1 loaded · 1 busy")
+        expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 2 loaded · 1 busy")
+        other_row = page.locator(f'#hana-panel .jp-hana-row[data-model="{OTHER_MODEL}"]')
+        expect(other_row.locator(".jp-hana-timing")).to_contain_text("unloads in 29m")
+        expect(other_row.locator(".jp-hana-keep-alive")).to_have_value("30m")
         expect(row.locator(".jp-hana-timing")).to_contain_text("5m after idle")
         page.screenshot(path=artefacts / "lab-busy.png")
     finally:
         for generation in running:
             generation.stop()
     expect(row).to_have_attribute("data-state", "ready", timeout=30_000)
-    expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 1 loaded · 0 busy")
+    expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 2 loaded · 0 busy")
     # A finished answer reports its speed on the row.
     lab.http.post(
         "api/generate",
@@ -184,7 +190,7 @@ def test_palette_commands_warm_up_and_unload_all(page: Page, lab: LabProcess) ->
     page.locator(".jp-hana-statusbar").click()  # focus back on the Lab shell
     run_command(page, "hana: Warm Up a Model…")
     dialog = page.locator(".jp-Dialog")
-    expect(dialog.locator("select")).to_have_value(MODEL)
+    dialog.locator("select").select_option(MODEL)
     dialog.locator(".jp-mod-accept").click()
     expect(page.locator(ROW)).to_have_attribute("data-state", "ready", timeout=30_000)
     run_command(page, "hana: Unload All Models")
