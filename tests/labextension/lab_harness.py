@@ -24,10 +24,19 @@ OTHER_MODEL = "tiny:other"  # a second row, for the screenshots
 class LabProcess:
     """`jupyter lab` on a free port with a private config, model store and settings."""
 
-    def __init__(self, root: Path, python: Path | None = None, *, installed: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        python: Path | None = None,
+        *,
+        installed: bool = False,
+        app: str = "jupyterlab",
+    ) -> None:
         """`python`: the environment to run Lab from. `installed`: use what that environment
-        has installed (the wheel test) instead of this tree's build and an explicit enable."""
+        has installed (the wheel test) instead of this tree's build and an explicit enable.
+        `app`: the module to run (`notebook` for Notebook 7, which has no status bar)."""
         self.root = root
+        self.app = app
         self.python = python or Path(sys.executable)
         self.installed = installed
         self.port = free_port()
@@ -69,10 +78,13 @@ class LabProcess:
                 }
             )
         )
-        # No "get notified about Jupyter news?" toast over the screenshots.
-        notification = self.root / "settings" / "@jupyterlab" / "apputils-extension"
-        notification.mkdir(parents=True)
-        (notification / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+        if self.app == "jupyterlab":
+            # No "get notified about Jupyter news?" toast over the screenshots. (Notebook 7 has
+            # no such plugin and fails on settings for a plugin it does not know.)
+            notification = self.root / "settings" / "@jupyterlab" / "apputils-extension"
+            notification.mkdir(parents=True)
+            settings = notification / "notification.jupyterlab-settings"
+            settings.write_text('{"fetchNews": "false"}')
         (self.root / "notebooks").mkdir()
         env = {
             **clean_env(self.python if self.installed else None),
@@ -86,7 +98,7 @@ class LabProcess:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(self.python), "-m", "jupyterlab"],
+                [str(self.python), "-m", self.app],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

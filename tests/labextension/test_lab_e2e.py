@@ -179,7 +179,8 @@ def test_unload_makes_it_go(page: Page, lab: LabProcess, artefacts: Path) -> Non
 
 
 def run_command(page: Page, label: str) -> None:
-    page.keyboard.press("Control+Shift+C")
+    page.get_by_role("menuitem", name="View").click()
+    page.locator(".lm-Menu-item", has_text="Activate Command Palette").click()
     palette = page.locator(".lm-CommandPalette-input")
     expect(palette).to_be_visible()
     palette.fill(label)
@@ -187,7 +188,6 @@ def run_command(page: Page, label: str) -> None:
 
 
 def test_palette_commands_warm_up_and_unload_all(page: Page, lab: LabProcess) -> None:
-    page.locator(".jp-hana-statusbar").click()  # focus back on the Lab shell
     run_command(page, "hana: Warm Up a Model…")
     dialog = page.locator(".jp-Dialog")
     dialog.locator("select").select_option(MODEL)
@@ -210,3 +210,52 @@ def test_following_the_server_sends_no_requests(page: Page, lab: LabProcess) -> 
     expect(page.locator(ROW)).to_have_attribute("data-state", "unloaded", timeout=30_000)
     page.wait_for_timeout(2000)  # a poller would show up here
     assert page.hana_requests == []  # type: ignore[attr-defined]
+
+
+def test_reconnects_after_the_connection_drops(page: Page, lab: LabProcess) -> None:
+    open_panel(page)
+    status = page.locator("#hana-panel .jp-hana-status")
+    page.context.set_offline(True)
+    try:
+        expect(status).to_have_attribute("data-connected", "false", timeout=30_000)
+        expect(status).to_contain_text("retrying in")
+        expect(page.locator(ROW)).to_have_attribute("data-state", "unknown")
+        expect(page.locator(f"{ROW} .jp-hana-warm")).to_be_disabled()
+        expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: offline")
+    finally:
+        page.context.set_offline(False)
+    # Changes made while it was away show once it is back.
+    lab.http.post("api/generate", json={"model": MODEL, "stream": False}).raise_for_status()
+    expect(status).to_have_attribute("data-connected", "true", timeout=30_000)
+    expect(page.locator(ROW)).to_have_attribute("data-state", "ready", timeout=30_000)
+    expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 1 loaded · 0 busy")
+
+
+def test_notebook_7_without_a_status_bar(browser: Any, tmp_path: Path, artefacts: Path) -> None:
+    """Notebook 7 has no status bar: the plugin still starts, and the sidebar opens."""
+    notebook = LabProcess(tmp_path, app="notebook").start()
+    try:
+        notebook.create_tiny(MODEL)
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        page = context.new_page()
+        errors: list[str] = []
+        # Only ours: Notebook 7.6 itself throws one settings error on this page.
+        page.on(
+            "pageerror",
+            lambda error: "hana" in (error.stack or "") and errors.append(error.stack),
+        )
+        with page.expect_console_message(
+            lambda m: "hana-jupyter: labextension activated" in m.text
+        ):
+            page.goto(f"{notebook.url}tree?token={notebook.token}")
+        assert page.locator(".jp-hana-statusbar").count() == 0
+        run_command(page, "hana: Open the Model Panel")
+        row = page.locator(ROW)
+        expect(row).to_have_attribute("data-state", "unloaded", timeout=30_000)
+        row.locator(".jp-hana-warm").click()
+        expect(row).to_have_attribute("data-state", "ready", timeout=30_000)
+        page.screenshot(path=artefacts / "notebook7.png")
+        assert errors == []
+        context.close()
+    finally:
+        notebook.stop()
