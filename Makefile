@@ -92,6 +92,7 @@ bench: model $(BENCH_STAMP)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd labextension && npm run lint
 
 clean:
 	rm -rf $(VENV) labextension/node_modules labextension/lib labextension/dist \

@@ -17,7 +17,10 @@ export const EVENTS_READ_TIMEOUT_MS = 45000;
 /** An answer from hana that is not a success, with the server's own message. */
 export class HanaRequestError extends Error {}
 
-export function hanaUrl(settings: ServerConnection.ISettings, path: string): string {
+export function hanaUrl(
+  settings: ServerConnection.ISettings,
+  path: string
+): string {
   return URLExt.join(settings.baseUrl, 'hana', path);
 }
 
@@ -93,7 +96,9 @@ export async function followEvents(
         return;
       }
       arm();
-      for (const event of parser.feed(decoder.decode(value, { stream: true }))) {
+      for (const event of parser.feed(
+        decoder.decode(value, { stream: true })
+      )) {
         onEvent(event);
       }
     }

@@ -55,7 +55,8 @@ class StatusItem extends Widget {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'hana-jupyter:plugin',
-  description: 'The hana model server in JupyterLab: runners sidebar, status bar, commands.',
+  description:
+    'The hana model server in JupyterLab: runners sidebar, status bar, commands.',
   autoStart: true,
   optional: [ICommandPalette, ILayoutRestorer, IStatusBar],
   activate: (
@@ -89,7 +90,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
             items,
             current: items[0]
           });
-          model = answer.button.accept ? (answer.value ?? undefined) : undefined;
+          model = answer.button.accept
+            ? (answer.value ?? undefined)
+            : undefined;
         }
         if (model) {
           app.shell.activateById(PANEL_ID);

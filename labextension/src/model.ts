@@ -6,7 +6,8 @@
  * emits `changed` on every update and once a second for the countdowns (local, no traffic).
  *
  * Reading state never counts as user activity: the events and status routes are excluded on the
- * server; /api/tags is read only on (re)connect and when an event names a model it did not list.
+ * server. /api/tags (a tracked route) is read only at the first connection, when an event names
+ * a model it did not list, and on Refresh.
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
@@ -86,6 +87,7 @@ export class HanaModel implements IDisposable {
     if (this._state.connected) {
       void this._loadInstalled().catch(() => undefined);
     } else {
+      this._listed = false;
       this._wake?.();
     }
   }
@@ -138,7 +140,11 @@ export class HanaModel implements IDisposable {
     while (!this._disposed) {
       let problem: string;
       try {
-        await this._loadInstalled();
+        if (!this._listed) {
+          // Once: a reconnect learns of new models from the events (and Refresh re-reads),
+          // so a flaky network does not turn into tracked requests.
+          await this._loadInstalled();
+        }
         await followEvents(
           this.serverSettings,
           event => this._apply(event, backoff),
@@ -188,7 +194,9 @@ export class HanaModel implements IDisposable {
         () => null
       )
     ]);
-    this._defaultKeepAlive = status?.settings?.keep_alive ?? this._defaultKeepAlive;
+    this._listed = true;
+    this._defaultKeepAlive =
+      status?.settings?.keep_alive ?? this._defaultKeepAlive;
     this._set({
       ...this._state,
       installed: (tags.models ?? []).map(m => String(m.name))
@@ -241,5 +249,6 @@ export class HanaModel implements IDisposable {
   private _ticker = 0;
   private _running = false;
   private _reloading = false;
+  private _listed = false;
   private _disposed = false;
 }

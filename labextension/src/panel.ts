@@ -31,6 +31,16 @@ function element<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+/** "a · b · c" that wraps only between cells ("ctx 4096" stays together). */
+function joinCells(cells: string[]): string {
+  return cells
+    .filter(Boolean)
+    .join(' · ')
+    .split(' · ')
+    .map(cell => cell.replace(/ /g, '\u00a0'))
+    .join(' · ');
+}
+
 /** One model's row; `update(row)` repaints it from the computed view. */
 class RowView {
   constructor(
@@ -87,16 +97,12 @@ class RowView {
     this._badge.dataset.state = row.state;
     this._progress.style.display = row.state === 'loading' ? '' : 'none';
     this._progress.value = row.loadProgress;
-    this._details.textContent = [
+    this._details.textContent = joinCells([
       row.runner,
       row.memory,
       row.context && `ctx ${row.context}`
-    ]
-      .filter(Boolean)
-      .join(' · ');
-    this._timing.textContent = [row.countdown, row.speed]
-      .filter(Boolean)
-      .join(' · ');
+    ]);
+    this._timing.textContent = joinCells([row.countdown, row.speed]);
     this._warm.disabled = pending || !row.canWarm;
     this._unload.disabled = pending || !row.canUnload;
     this._loaded = row.loaded;
@@ -114,7 +120,10 @@ class RowView {
     this._custom.style.display = this._chooser.value === 'custom' ? '' : 'none';
     const text = row.error || message?.text || '';
     this._message.textContent = text;
-    this._message.classList.toggle('jp-hana-error', !!row.error || !!message?.error);
+    this._message.classList.toggle(
+      'jp-hana-error',
+      !!row.error || !!message?.error
+    );
     this._message.style.display = text ? '' : 'none';
   }
 
@@ -122,7 +131,9 @@ class RowView {
   setDefault(keepAlive: string): void {
     if (this._followed === null && keepAlive) {
       try {
-        const { value, custom } = keepAliveChoice(parseKeepAlive(keepAlive).seconds);
+        const { value, custom } = keepAliveChoice(
+          parseKeepAlive(keepAlive).seconds
+        );
         this._chooser.value = value;
         this._custom.value = custom;
       } catch {
@@ -158,12 +169,17 @@ class RowView {
     }
     if (!this._loaded) {
       // Sending it would load the model: keep it for the next Warm up.
-      this._hana.note(this.model, `Warm up keeps it ${describeKeepAlive(parsed.seconds)}`);
+      this._hana.note(
+        this.model,
+        `Warm up keeps it ${describeKeepAlive(parsed.seconds)}`
+      );
       return;
     }
     this._hana.note(this.model, '');
     if (parsed.seconds !== this._followed) {
-      void this._hana.setKeepAlive(this.model, parsed.value).catch(() => undefined);
+      void this._hana
+        .setKeepAlive(this.model, parsed.value)
+        .catch(() => undefined);
     }
   }
 
@@ -189,7 +205,11 @@ export class HanaPanel extends Widget {
     const title = element('span', 'jp-hana-title', header);
     title.textContent = 'hana';
     this._status = element('span', 'jp-hana-status', header);
-    const refresh = element('button', 'jp-hana-refresh jp-Button jp-mod-minimal', header);
+    const refresh = element(
+      'button',
+      'jp-hana-refresh jp-Button jp-mod-minimal',
+      header
+    );
     refresh.title =
       'Re-read the installed models; reconnect now if the server was unreachable';
     refreshIcon.element({ container: refresh, height: '16px', width: '16px' });

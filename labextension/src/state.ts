@@ -47,10 +47,12 @@ export interface IServerState {
   errors: Map<string, string>;
 }
 
+const CONNECTING = 'connecting…';
+
 export function emptyState(): IServerState {
   return {
     connected: false,
-    problem: 'connecting…',
+    problem: CONNECTING,
     installed: [],
     runners: new Map(),
     waiting: new Map(),
@@ -378,7 +380,7 @@ export function rows(state: IServerState, now: number): IRow[] {
 /** The status bar's text: "hana: 2 loaded · 1 busy" (· q queued), or why it is unknown. */
 export function summary(state: IServerState): string {
   if (!state.connected) {
-    return 'hana: offline';
+    return state.problem === CONNECTING ? 'hana: connecting…' : 'hana: offline';
   }
   const runners = [...state.runners.values()];
   const busy = runners.filter(r => r.state === 'busy').length;
@@ -410,7 +412,10 @@ export class EventStreamParser {
     while ((newline = this._buffer.search(/\r\n|\r|\n/)) >= 0) {
       const line = this._buffer.slice(0, newline);
       const width = this._buffer.startsWith('\r\n', newline) ? 2 : 1;
-      if (this._buffer[newline] === '\r' && newline + 1 === this._buffer.length) {
+      if (
+        this._buffer[newline] === '\r' &&
+        newline + 1 === this._buffer.length
+      ) {
         break; // a lone \r at the end may be the first half of \r\n
       }
       this._buffer = this._buffer.slice(newline + width);

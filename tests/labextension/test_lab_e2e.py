@@ -23,6 +23,7 @@ from server_harness import wait_for
 pytestmark = pytest.mark.timeout(240)
 
 ROW = f'#hana-panel .jp-hana-row[data-model="{MODEL}"]'
+# Row cells keep their words together with no-break spaces: patterns say `\s` for a space.
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_status_bar_opens_the_panel_and_warm_up_makes_it_ready(
     expect(row.locator(".jp-hana-badge")).to_have_text("ready")
     expect(row.locator(".jp-hana-runner")).to_contain_text(f"pid {pid}")
     expect(row.locator(".jp-hana-runner")).to_contain_text("ctx 4096")
-    expect(row.locator(".jp-hana-timing")).to_have_text(re.compile(r"unloads in 4m5\ds|5m"))
+    expect(row.locator(".jp-hana-timing")).to_have_text(re.compile(r"unloads\sin\s(4m5\ds|5m)"))
     expect(row.locator(".jp-hana-warm")).to_be_disabled()
     expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 1 loaded · 0 busy")
     page.screenshot(path=artefacts / "lab-ready.png")
@@ -149,13 +150,13 @@ def test_keep_alive_chooser_changes_the_servers_keep_alive(page: Page, lab: LabP
     assert not lab.ps()
     warm_up(page)
     assert lab.ps()[0]["keep_alive"] == 1800
-    expect(row.locator(".jp-hana-timing")).to_have_text(re.compile(r"unloads in (29m\d+s|30m)"))
+    expect(row.locator(".jp-hana-timing")).to_have_text(re.compile(r"unloads\sin\s(29m\d+s|30m)"))
     # Loaded: a custom duration applies at once.
     row.locator(".jp-hana-keep-alive").select_option("custom")
     row.locator(".jp-hana-custom").fill("2h")
     row.locator(".jp-hana-custom").press("Enter")
     wait_for(lambda: lab.ps()[0]["keep_alive"] == 7200)
-    expect(row.locator(".jp-hana-timing")).to_have_text(re.compile(r"unloads in (1h59m\d*s?|2h)"))
+    expect(row.locator(".jp-hana-timing")).to_have_text(re.compile(r"unloads\sin\s(1h59m\d*s?|2h)"))
     # A duration Go would reject is refused on the row; nothing is sent.
     row.locator(".jp-hana-custom").fill("soon")
     row.locator(".jp-hana-custom").press("Enter")

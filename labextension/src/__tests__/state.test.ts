@@ -67,7 +67,12 @@ describe('rows', () => {
   test('busy n/N, queued, and the keep-alive timer waiting for idle', () => {
     const row = rowFor(
       'g',
-      runner({ state: 'busy', in_flight: 2, queued: 1, tokens_per_second: 11.34 }),
+      runner({
+        state: 'busy',
+        in_flight: 2,
+        queued: 1,
+        tokens_per_second: 11.34
+      }),
       0,
       true,
       '',
@@ -79,7 +84,14 @@ describe('rows', () => {
   });
 
   test('loading shows its progress; queued without a runner; unloaded', () => {
-    const loading = rowFor('g', runner({ state: 'loading', load_progress: 0.4 }), 0, true, '', NOW);
+    const loading = rowFor(
+      'g',
+      runner({ state: 'loading', load_progress: 0.4 }),
+      0,
+      true,
+      '',
+      NOW
+    );
     assert.equal(loading.badge, 'loading 40%');
     assert.equal(loading.canWarm, false);
     assert.equal(rowFor('g', undefined, 3, true, '', NOW).badge, 'queued 3');
@@ -91,13 +103,23 @@ describe('rows', () => {
   });
 
   test('forever, expiring and a passed expiry', () => {
-    assert.equal(rowFor('g', runner({ keep_alive: -1 }), 0, true, '', NOW).countdown, 'forever');
+    assert.equal(
+      rowFor('g', runner({ keep_alive: -1 }), 0, true, '', NOW).countdown,
+      'forever'
+    );
     assert.equal(
       rowFor('g', runner({ state: 'expiring' }), 0, true, '', NOW).countdown,
       'unloading…'
     );
     assert.equal(
-      rowFor('g', runner({ expires_at: '2026-11-28T02:59:00Z' }), 0, true, '', NOW).countdown,
+      rowFor(
+        'g',
+        runner({ expires_at: '2026-11-28T02:59:00Z' }),
+        0,
+        true,
+        '',
+        NOW
+      ).countdown,
       'unloading…'
     );
     assert.equal(
@@ -106,8 +128,15 @@ describe('rows', () => {
     );
   });
 
+  test('before the first event the status bar says it is connecting', () => {
+    assert.equal(summary(emptyState()), 'hana: connecting…');
+  });
+
   test('disconnected: every row unknown and no button works', () => {
-    const state = disconnected(connected(['a'], [runner({ name: 'a' })]), 'gone');
+    const state = disconnected(
+      connected(['a'], [runner({ name: 'a' })]),
+      'gone'
+    );
     const [row] = rows(state, NOW);
     assert.equal(row.state, 'unknown');
     assert.equal(row.canWarm || row.canUnload, false);
@@ -115,7 +144,10 @@ describe('rows', () => {
   });
 
   test('loaded first, each group in /api/tags order', () => {
-    const state = connected(['a', 'b', 'c'], [runner({ name: 'c' }), runner({ name: 'b' })]);
+    const state = connected(
+      ['a', 'b', 'c'],
+      [runner({ name: 'c' }), runner({ name: 'b' })]
+    );
     assert.deepEqual(
       rows(state, NOW).map(r => r.model),
       ['b', 'c', 'a']
@@ -129,7 +161,10 @@ describe('events', () => {
     assert.equal(summary(state), 'hana: 0 loaded · 0 busy');
     state = applyEvent(state, {
       event: 'state',
-      models: [runner({ name: 'a', state: 'busy', in_flight: 1 }), runner({ name: 'b' })],
+      models: [
+        runner({ name: 'a', state: 'busy', in_flight: 1 }),
+        runner({ name: 'b' })
+      ],
       waiting: [{ name: 'c', queued: 2 }]
     });
     assert.equal(summary(state), 'hana: 2 loaded · 1 busy · 2 queued');
@@ -140,7 +175,11 @@ describe('events', () => {
 
   test('a load failure stays on the row until the next load starts', () => {
     let state = connected(['a']);
-    state = applyEvent(state, { event: 'load_failed', model: 'a', error: 'bad GGUF' });
+    state = applyEvent(state, {
+      event: 'load_failed',
+      model: 'a',
+      error: 'bad GGUF'
+    });
     assert.equal(rows(state, NOW)[0].error, 'load failed: bad GGUF');
     state = applyEvent(state, { event: 'state', models: [], waiting: [] });
     assert.equal(rows(state, NOW)[0].error, 'load failed: bad GGUF');
@@ -152,12 +191,18 @@ describe('events', () => {
   });
 
   test('a crash names the runner', () => {
-    const state = applyEvent(connected(['a']), { event: 'crashed', model: 'a', pid: 42 });
+    const state = applyEvent(connected(['a']), {
+      event: 'crashed',
+      model: 'a',
+      pid: 42
+    });
     assert.equal(rows(state, NOW)[0].error, 'runner crashed (pid 42)');
   });
 
   test('the first event after a disconnect makes it connected again', () => {
-    const state = applyEvent(disconnected(connected([]), 'x'), { event: 'state' });
+    const state = applyEvent(disconnected(connected([]), 'x'), {
+      event: 'state'
+    });
     assert.equal(state.connected, true);
     assert.equal(state.runners.size, 0);
   });
@@ -186,7 +231,10 @@ describe('formats and keep-alive', () => {
 
   test('Go durations and seconds; bad input names Go’s error', () => {
     assert.deepEqual(parseKeepAlive('2h'), { value: '2h', seconds: 7200 });
-    assert.deepEqual(parseKeepAlive('1h30m'), { value: '1h30m', seconds: 5400 });
+    assert.deepEqual(parseKeepAlive('1h30m'), {
+      value: '1h30m',
+      seconds: 5400
+    });
     assert.deepEqual(parseKeepAlive('90'), { value: 90, seconds: 90 });
     assert.deepEqual(parseKeepAlive('-1'), { value: -1, seconds: -1 });
     assert.deepEqual(parseKeepAlive('-1m'), { value: '-1m', seconds: -1 });
@@ -204,9 +252,10 @@ describe('formats and keep-alive', () => {
 
   test('reconnect delays double up to the cap and reset', () => {
     const backoff = new Backoff(500, 3000);
-    assert.deepEqual([backoff.next(), backoff.next(), backoff.next(), backoff.next()], [
-      500, 1000, 2000, 3000
-    ]);
+    assert.deepEqual(
+      [backoff.next(), backoff.next(), backoff.next(), backoff.next()],
+      [500, 1000, 2000, 3000]
+    );
     backoff.reset();
     assert.equal(backoff.next(), 500);
   });
