@@ -7,7 +7,7 @@
  *
  * Reading state never counts as user activity: the events and status routes are excluded on the
  * server. /api/tags (a tracked route) is read only at the first connection, when an event names
- * a model it did not list, and on Refresh.
+ * a model it did not list or a pull finished, and on Refresh.
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
@@ -20,8 +20,10 @@ import {
   disconnected,
   emptyState,
   IServerEvent,
+  IPull,
   IServerState,
-  unknownModels
+  unknownModels,
+  withPulls
 } from './state';
 
 /** A line under a model's row. */
@@ -36,6 +38,7 @@ interface ITags {
 
 interface IStatus {
   settings?: { keep_alive?: string };
+  pulls?: IPull[];
 }
 
 export class HanaModel implements IDisposable {
@@ -179,7 +182,8 @@ export class HanaModel implements IDisposable {
   private _apply(event: IServerEvent, backoff: Backoff): void {
     backoff.reset(); // the stream works: the next failure retries quickly
     this._set(applyEvent(this._state, event));
-    if (unknownModels(this._state).length && !this._reloading) {
+    const pulled = event.event === 'pull' && event.status === 'success';
+    if ((pulled || unknownModels(this._state).length) && !this._reloading) {
       this._reloading = true; // created since we listed the models
       void this._loadInstalled()
         .catch(() => undefined) // the stream notices a dead server and says so
@@ -197,10 +201,9 @@ export class HanaModel implements IDisposable {
     this._listed = true;
     this._defaultKeepAlive =
       status?.settings?.keep_alive ?? this._defaultKeepAlive;
-    this._set({
-      ...this._state,
-      installed: (tags.models ?? []).map(m => String(m.name))
-    });
+    const installed = (tags.models ?? []).map(m => String(m.name));
+    const state = { ...this._state, installed };
+    this._set(status?.pulls ? withPulls(state, status.pulls) : state);
   }
 
   private _set(state: IServerState): void {

@@ -1,6 +1,6 @@
 /**
  * The "hana" sidebar: one row per model (state, busy n/N, queued, memory, context, keep-alive
- * countdown, tokens/s) with Warm up / Unload / keep-alive controls.
+ * countdown, tokens/s, pulling %) with Warm up / Unload / keep-alive controls.
  *
  * Plain DOM under a Lumino widget: rows are kept by model name and only their text changes on
  * each update, so a keep-alive chooser the user has open is not rebuilt under the mouse by the
@@ -95,7 +95,9 @@ class RowView {
     this.node.dataset.state = row.state;
     this._badge.textContent = row.badge;
     this._badge.dataset.state = row.state;
-    this._progress.style.display = row.state === 'loading' ? '' : 'none';
+    this._progress.style.display = ['loading', 'pulling'].includes(row.state)
+      ? ''
+      : 'none';
     this._progress.value = row.loadProgress;
     this._details.textContent = joinCells([
       row.runner,

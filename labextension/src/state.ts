@@ -31,6 +31,10 @@ export interface IServerEvent {
   model?: string;
   pid?: number;
   error?: string;
+  /** `pull` events: pulling | success | error, with bytes `completed` of `total`. */
+  status?: string;
+  completed?: number;
+  total?: number;
   [key: string]: unknown;
 }
 
@@ -43,8 +47,31 @@ export interface IServerState {
   installed: string[];
   runners: Map<string, IRunner>;
   waiting: Map<string, number>;
-  /** The latest failure per model (load failed, runner crashed). */
+  /** The latest failure per model (load failed, runner crashed, pull failed). */
   errors: Map<string, string>;
+  /** Pulls in progress: the fraction done per model. */
+  pulls: Map<string, number>;
+}
+
+/** One pull as the status snapshot (`pulls`) and `pull` events give it. */
+export interface IPull {
+  model: string;
+  completed?: number;
+  total?: number;
+}
+
+function fraction(pull: { completed?: number; total?: number }): number {
+  return pull.total
+    ? Math.min(1, (Number(pull.completed) || 0) / pull.total)
+    : 0;
+}
+
+/** The pulls a status snapshot lists (the events say how they go on). */
+export function withPulls(state: IServerState, pulls: IPull[]): IServerState {
+  return {
+    ...state,
+    pulls: new Map(pulls.map(p => [String(p.model), fraction(p)]))
+  };
 }
 
 const CONNECTING = 'connecting…';
@@ -56,7 +83,8 @@ export function emptyState(): IServerState {
     installed: [],
     runners: new Map(),
     waiting: new Map(),
-    errors: new Map()
+    errors: new Map(),
+    pulls: new Map()
   };
 }
 
@@ -84,6 +112,21 @@ export function applyEvent(
         errors.delete(name); // a new load: the last failure is history
       }
     }
+    next.errors = errors;
+  } else if (event.event === 'pull') {
+    const model = String(event.model);
+    const pulls = new Map(state.pulls);
+    const errors = new Map(state.errors);
+    if (event.status === 'pulling') {
+      pulls.set(model, fraction(event));
+      errors.delete(model);
+    } else {
+      pulls.delete(model);
+      if (event.status === 'error') {
+        errors.set(model, `pull failed: ${event.error}`);
+      }
+    }
+    next.pulls = pulls;
     next.errors = errors;
   } else if (event.event === 'load_failed' || event.event === 'crashed') {
     const errors = new Map(state.errors);
@@ -274,15 +317,22 @@ function countdown(
   return left >= 0.5 ? `unloads in ${formatDuration(left)}` : 'unloading…';
 }
 
+/** What one row is made of; everything but the model name may be left out. */
+export interface IRowInput {
+  /** The model's runner; none when it is not loaded. */
+  runner?: IRunner;
+  /** Requests waiting for a runner of this model. */
+  waiting?: number;
+  /** False while the server cannot be reached (default true). */
+  connected?: boolean;
+  error?: string;
+  /** The fraction pulled, while a pull of this model runs. */
+  pulling?: number;
+}
+
 /** One row from a runner entry (or none: not loaded) and the requests waiting for it. */
-export function rowFor(
-  model: string,
-  runner: IRunner | undefined,
-  waiting: number,
-  connected: boolean,
-  error: string,
-  now: number
-): IRow {
+export function rowFor(model: string, input: IRowInput, now: number): IRow {
+  const { runner, waiting = 0, connected = true, error = '', pulling } = input;
   if (!connected) {
     return {
       model,
@@ -306,12 +356,16 @@ export function rowFor(
     ? String(runner.state || 'ready')
     : waiting
       ? 'queued'
-      : 'unloaded';
+      : pulling !== undefined
+        ? 'pulling'
+        : 'unloaded';
   const queued = (loaded ? Number(runner.queued) || 0 : 0) + waiting;
-  const progress = loaded ? Number(runner.load_progress) || 0 : 0;
+  const progress = loaded ? Number(runner.load_progress) || 0 : (pulling ?? 0);
   let badge: string;
   if (state === 'queued') {
     badge = `queued ${queued}`;
+  } else if (state === 'pulling') {
+    badge = `pulling ${Math.floor(progress * 100)}%`;
   } else {
     badge =
       state === 'loading'
@@ -343,8 +397,8 @@ export function rowFor(
     speed: speed ? `${speed.toFixed(speed >= 100 ? 0 : 1)} tok/s` : '',
     keepAlive,
     error,
-    canWarm: !['loading', 'ready', 'busy'].includes(state),
-    canUnload: !['unloaded', 'queued', 'expiring'].includes(state)
+    canWarm: !['loading', 'ready', 'busy', 'pulling'].includes(state),
+    canUnload: !['unloaded', 'queued', 'expiring', 'pulling'].includes(state)
   };
 }
 
@@ -358,7 +412,8 @@ export function rows(state: IServerState, now: number): IRow[] {
     ...new Set([
       ...state.installed,
       ...state.runners.keys(),
-      ...state.waiting.keys()
+      ...state.waiting.keys(),
+      ...state.pulls.keys()
     ])
   ];
   const ordered = [
@@ -368,10 +423,13 @@ export function rows(state: IServerState, now: number): IRow[] {
   return ordered.map(name =>
     rowFor(
       name,
-      state.runners.get(name),
-      state.waiting.get(name) ?? 0,
-      state.connected,
-      state.errors.get(name) ?? '',
+      {
+        runner: state.runners.get(name),
+        waiting: state.waiting.get(name) ?? 0,
+        connected: state.connected,
+        error: state.errors.get(name) ?? '',
+        pulling: state.pulls.get(name)
+      },
       now
     )
   );
@@ -390,6 +448,9 @@ export function summary(state: IServerState): string {
   const parts = [`${runners.length} loaded`, `${busy} busy`];
   if (queued) {
     parts.push(`${queued} queued`);
+  }
+  if (state.pulls.size) {
+    parts.push(`${state.pulls.size} pulling`);
   }
   return `hana: ${parts.join(' · ')}`;
 }

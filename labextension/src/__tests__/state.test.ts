@@ -20,7 +20,8 @@ import {
   rowFor,
   rows,
   summary,
-  unknownModels
+  unknownModels,
+  withPulls
 } from '../state';
 
 const NOW = Date.parse('2026-11-28T03:00:00Z');
@@ -53,7 +54,7 @@ function connected(installed: string[], models: IRunner[] = []): IServerState {
 
 describe('rows', () => {
   test('a ready runner shows the panel widget truth', () => {
-    const row = rowFor('tiny:test', runner(), 0, true, '', NOW);
+    const row = rowFor('tiny:test', { runner: runner() }, NOW);
     assert.equal(row.badge, 'ready');
     assert.equal(row.runner, 'pid 17817 · :35549');
     assert.equal(row.memory, '76 MB');
@@ -67,15 +68,14 @@ describe('rows', () => {
   test('busy n/N, queued, and the keep-alive timer waiting for idle', () => {
     const row = rowFor(
       'g',
-      runner({
-        state: 'busy',
-        in_flight: 2,
-        queued: 1,
-        tokens_per_second: 11.34
-      }),
-      0,
-      true,
-      '',
+      {
+        runner: runner({
+          state: 'busy',
+          in_flight: 2,
+          queued: 1,
+          tokens_per_second: 11.34
+        })
+      },
       NOW
     );
     assert.equal(row.badge, 'busy 2/4 · queued 1');
@@ -86,16 +86,13 @@ describe('rows', () => {
   test('loading shows its progress; queued without a runner; unloaded', () => {
     const loading = rowFor(
       'g',
-      runner({ state: 'loading', load_progress: 0.4 }),
-      0,
-      true,
-      '',
+      { runner: runner({ state: 'loading', load_progress: 0.4 }) },
       NOW
     );
     assert.equal(loading.badge, 'loading 40%');
     assert.equal(loading.canWarm, false);
-    assert.equal(rowFor('g', undefined, 3, true, '', NOW).badge, 'queued 3');
-    const unloaded = rowFor('g', undefined, 0, true, '', NOW);
+    assert.equal(rowFor('g', { waiting: 3 }, NOW).badge, 'queued 3');
+    const unloaded = rowFor('g', {}, NOW);
     assert.equal(unloaded.badge, 'unloaded');
     assert.equal(unloaded.countdown, '');
     assert.equal(unloaded.canWarm, true);
@@ -104,26 +101,23 @@ describe('rows', () => {
 
   test('forever, expiring and a passed expiry', () => {
     assert.equal(
-      rowFor('g', runner({ keep_alive: -1 }), 0, true, '', NOW).countdown,
+      rowFor('g', { runner: runner({ keep_alive: -1 }) }, NOW).countdown,
       'forever'
     );
     assert.equal(
-      rowFor('g', runner({ state: 'expiring' }), 0, true, '', NOW).countdown,
+      rowFor('g', { runner: runner({ state: 'expiring' }) }, NOW).countdown,
       'unloading…'
     );
     assert.equal(
       rowFor(
         'g',
-        runner({ expires_at: '2026-11-28T02:59:00Z' }),
-        0,
-        true,
-        '',
+        { runner: runner({ expires_at: '2026-11-28T02:59:00Z' }) },
         NOW
       ).countdown,
       'unloading…'
     );
     assert.equal(
-      rowFor('g', runner({ keep_alive: -1 }), 0, true, '', NOW).canUnload,
+      rowFor('g', { runner: runner({ keep_alive: -1 }) }, NOW).canUnload,
       true
     );
   });
@@ -205,6 +199,48 @@ describe('events', () => {
     });
     assert.equal(state.connected, true);
     assert.equal(state.runners.size, 0);
+  });
+});
+
+describe('pulls', () => {
+  test('a pull shows its progress on a row of its own until it ends', () => {
+    let state = withPulls(connected(['a']), [
+      { model: 'new:1b', completed: 25, total: 100 }
+    ]);
+    let row = rows(state, NOW).find(r => r.model === 'new:1b');
+    assert.equal(row?.badge, 'pulling 25%');
+    assert.equal(row?.canWarm || row?.canUnload, false);
+    assert.equal(summary(state), 'hana: 0 loaded · 0 busy · 1 pulling');
+    state = applyEvent(state, {
+      event: 'pull',
+      model: 'new:1b',
+      status: 'pulling',
+      completed: 999,
+      total: 1000
+    });
+    row = rows(state, NOW).find(r => r.model === 'new:1b');
+    assert.equal(row?.badge, 'pulling 99%');
+    state = applyEvent(state, {
+      event: 'pull',
+      model: 'new:1b',
+      status: 'success'
+    });
+    assert.deepEqual(
+      rows(state, NOW).map(r => r.model),
+      ['a']
+    );
+    assert.equal(summary(state), 'hana: 0 loaded · 0 busy');
+  });
+
+  test('a failed pull says why on the row', () => {
+    const state = applyEvent(connected(['a']), {
+      event: 'pull',
+      model: 'a',
+      status: 'error',
+      error: 'digest mismatch'
+    });
+    assert.equal(rows(state, NOW)[0].error, 'pull failed: digest mismatch');
+    assert.equal(rows(state, NOW)[0].badge, 'unloaded');
   });
 });
 
