@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench lint clean labextension browser
+.PHONY: install model test lab serve bench lint clean
 
 install: $(STAMP) labextension
 
@@ -37,6 +37,7 @@ $(LAB_MODULES): labextension/package-lock.json
 $(LAB_BUILT): $(LAB_MODULES) $(LAB_SOURCES) | $(STAMP)
 	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build:prod
 
+.PHONY: labextension browser
 labextension: $(LAB_BUILT)
 	@if [ "$$(readlink $(LAB_LINK))" != "$(CURDIR)/labextension/dist" ]; then \
 	  rm -rf $(LAB_LINK) && mkdir -p $(dir $(LAB_LINK)) && \
