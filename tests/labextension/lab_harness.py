@@ -45,11 +45,8 @@ class LabProcess:
         self.url = f"http://127.0.0.1:{self.port}{self.base_url}"
         self.log_path = root / "lab.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(
-            base_url=self.url + "hana/",
-            headers={"Authorization": f"token {self.token}"},
-            timeout=httpx.Timeout(60.0),
-        )
+        self.env: dict[str, str] = {}
+        self.http = httpx.Client()  # replaced by launch()
 
     def start(self) -> LabProcess:
         config = self.root / "config"
@@ -86,7 +83,7 @@ class LabProcess:
             settings = notification / "notification.jupyterlab-settings"
             settings.write_text('{"fetchNews": "false"}')
         (self.root / "notebooks").mkdir()
-        env = {
+        self.env = {
             **clean_env(self.python if self.installed else None),
             "JUPYTER_CONFIG_DIR": str(config),
             "JUPYTER_PATH": str(data.parent),
@@ -96,10 +93,19 @@ class LabProcess:
             "HANA_MODELS": str(self.root / "models"),
             "HANA_REGISTER_DEFAULT_MODEL": "0",
         }
+        return self.launch()
+
+    def launch(self) -> LabProcess:
+        """Start the server (again, after `stop()`: same port, token and store)."""
+        self.http = httpx.Client(
+            base_url=self.url + "hana/",
+            headers={"Authorization": f"token {self.token}"},
+            timeout=httpx.Timeout(60.0),
+        )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.python), "-m", self.app],
-                env=env,
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

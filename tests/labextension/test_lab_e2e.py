@@ -213,23 +213,31 @@ def test_following_the_server_sends_no_requests(page: Page, lab: LabProcess) -> 
     assert page.hana_requests == []  # type: ignore[attr-defined]
 
 
-def test_reconnects_after_the_connection_drops(page: Page, lab: LabProcess) -> None:
-    open_panel(page)
-    status = page.locator("#hana-panel .jp-hana-status")
-    page.context.set_offline(True)
+def test_reconnects_when_the_server_comes_back(browser: Any, tmp_path: Path) -> None:
+    """The Jupyter server restarts: the sidebar says so, then follows the new one by itself."""
+    server = LabProcess(tmp_path).start()
     try:
+        server.create_tiny(MODEL)
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}lab?token={server.token}")
+        open_panel(page)
+        status = page.locator("#hana-panel .jp-hana-status")
+        server.stop()
         expect(status).to_have_attribute("data-connected", "false", timeout=30_000)
         expect(status).to_contain_text("retrying in")
         expect(page.locator(ROW)).to_have_attribute("data-state", "unknown")
         expect(page.locator(f"{ROW} .jp-hana-warm")).to_be_disabled()
         expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: offline")
+        server.launch()
+        server.http.post("api/generate", json={"model": MODEL, "stream": False}).raise_for_status()
+        # Backoff tops out at 10 s between attempts.
+        expect(status).to_have_attribute("data-connected", "true", timeout=30_000)
+        expect(page.locator(ROW)).to_have_attribute("data-state", "ready", timeout=30_000)
+        expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 1 loaded · 0 busy")
+        context.close()
     finally:
-        page.context.set_offline(False)
-    # Changes made while it was away show once it is back.
-    lab.http.post("api/generate", json={"model": MODEL, "stream": False}).raise_for_status()
-    expect(status).to_have_attribute("data-connected", "true", timeout=30_000)
-    expect(page.locator(ROW)).to_have_attribute("data-state", "ready", timeout=30_000)
-    expect(page.locator(".jp-hana-statusbar")).to_have_text("hana: 1 loaded · 0 busy")
+        server.stop()
 
 
 def test_notebook_7_without_a_status_bar(browser: Any, tmp_path: Path, artefacts: Path) -> None:
