@@ -11,27 +11,56 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
 .PHONY: install model test lab serve bench lint clean fuzz soak
 
-install: $(STAMP)
+install: $(STAMP) labextension
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml $(wildcard $(LAB_JS))
+# The editable install's build hook (hatch-jupyter-builder) also builds labextension/ when it
+# is older than its sources; the rules below do the same, so a later change rebuilds it.
+$(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test,lab]"
-	@if [ -f $(LAB_JS) ]; then $(MAKE) --no-print-directory labextension; fi
 	touch $(STAMP)
 
-.PHONY: labextension
-labextension:
-	cd labextension && npm ci --no-audit --no-fund && npm run build
+# The JupyterLab extension (TypeScript) is built into labextension/dist: the wheel ships that
+# folder prebuilt, and .venv links to it (like `jupyter labextension develop`), so a rebuild
+# shows in Lab on reload. Node is needed only here.
+LAB_SOURCES := $(wildcard labextension/src/*.ts labextension/style/*) $(LAB_JS) labextension/tsconfig.json
+LAB_MODULES := labextension/node_modules/.package-lock.json
+LAB_BUILT   := labextension/dist/package.json
+LAB_LINK    := $(VENV)/share/jupyter/labextensions/hana-jupyter
+
+$(LAB_MODULES): labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+
+$(LAB_BUILT): $(LAB_MODULES) $(LAB_SOURCES) | $(STAMP)
+	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build:prod
+
+.PHONY: labextension browser
+labextension: $(LAB_BUILT)
+	@if [ "$$(readlink $(LAB_LINK))" != "$(CURDIR)/labextension/dist" ]; then \
+	  rm -rf $(LAB_LINK) && mkdir -p $(dir $(LAB_LINK)) && \
+	  ln -s $(CURDIR)/labextension/dist $(LAB_LINK); fi
+
+# The browser the end-to-end tests drive: Debian's chromium (browser downloads are impossible
+# here, and Playwright drives it through `executable_path`). Installing it needs root.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
 
 # Register the bundled gemma3:270m in the model store (~/.hana/models unless HANA_MODELS).
 model: install
 	$(BIN)/hana setup
 
-test: model
+# Unit tests of the extension's TypeScript (node's test runner), then pytest: the Python suite,
+# the JupyterLab end-to-end tests in headless chromium and the wheel install test.
+test: model labextension browser
 	$(BIN)/ruff check .
+	cd labextension && npm test
 	$(BIN)/pytest
 
 # The file that enables the server extension. `pip install -e` places it (hatchling's editable
@@ -41,8 +70,12 @@ HANA_ENABLE := $(VENV)/etc/jupyter/jupyter_server_config.d/hana_server.json
 $(HANA_ENABLE): | $(STAMP)
 	install -D -m 644 server_ext/jupyter-config/jupyter_server_config.d/hana_server.json $@
 
-lab: model $(HANA_ENABLE)
-	$(BIN)/jupyter lab
+# JupyterLab refuses to run as root unless told to; containers (and fresh cloud machines) run
+# as root, so `make lab` allows it there, and only there: nothing else changes Lab's default.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: model labextension $(HANA_ENABLE)
+	$(BIN)/jupyter lab $(ALLOW_ROOT)
 
 serve: model
 	$(BIN)/hana serve
@@ -72,6 +105,8 @@ soak: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd labextension && npm run lint
 
 clean:
-	rm -rf $(VENV) labextension/node_modules labextension/lib
+	rm -rf $(VENV) labextension/node_modules labextension/lib labextension/dist \
+	  labextension/build-test labextension/tsconfig.tsbuildinfo
