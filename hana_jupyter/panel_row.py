@@ -249,7 +249,9 @@ class ModelRow(HBox):
         self.countdown_label.value = self.countdown
 
     def _follow_server_keep_alive(self) -> None:
-        if self.keep_alive is None or self.keep_alive == self._followed:
+        # An unload is a keep-alive of 0 on the server for a moment: following it would make the
+        # next Warm up send "0s" and unload at once, so the chooser keeps the user's choice.
+        if self.keep_alive is None or self.keep_alive == 0 or self.keep_alive == self._followed:
             return
         self._followed = self.keep_alive
         value, text = keep_alive_choice(self.keep_alive)

@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,25 @@ def test_keep_alive_of_an_unloaded_model_waits_for_warm_up(
     assert server.ps() == []  # choosing did not load it
     b.warm_button.click()
     wait_for(lambda: b.state == "ready" and b.keep_alive == 3600, 60)
+
+
+def test_an_unloading_runner_does_not_reset_the_chosen_keep_alive() -> None:
+    # While it unloads, the server reports keep_alive 0; following it would make the next
+    # Warm up send "0s" and unload the model at once.
+    row_ = ModelRow(
+        "m:latest",
+        on_warm=lambda _row: None,
+        on_unload=lambda _row: None,
+        on_keep_alive=lambda _row: None,
+        default_keep_alive=300,
+    )
+    now = datetime.now(UTC)
+    entry = {"state": "ready", "keep_alive": 1800, "num_parallel": 1}
+    row_.show(entry, 0, now)
+    assert row_.keep_alive_chooser.value == "30m"
+    row_.show({**entry, "state": "expiring", "keep_alive": 0}, 0, now)
+    row_.show(None, 0, now)
+    assert row_.keep_alive_chooser.value == "30m" and row_.chosen_keep_alive == "30m"
 
 
 def test_unload_button(server: HanaServerProcess, make_panel: Callable) -> None:
