@@ -126,6 +126,11 @@ class PullManager:
             await client.aclose()
         self._clients.clear()
 
+    @property
+    def active(self) -> bool:
+        """Whether a pull is in progress."""
+        return bool(self._pulls)
+
     def snapshot(self) -> list[dict[str, Any]]:
         """The pulls in progress: `{"model", "total", "completed"}` each."""
         return [
@@ -149,6 +154,7 @@ class PullManager:
             raise RegistryError(f"pull model manifest: {error.message}") from error
         state = PullState(name.display, sum(size for _, size, _ in layers))
         self._pulls[name.display] = state
+        self.publish(state.event("pulling"))
         digests = {digest for digest, _, _ in layers}
         self.store.pin(digests)
         try:

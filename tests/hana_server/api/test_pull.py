@@ -204,10 +204,15 @@ def test_concurrent_pulls_of_one_model_share_one_download(
         thread.start()
     # The other pulls reach the held layer and wait on the same transfer.
     wait_for(lambda: scripted_server.service.pulls._downloads[weights.digest].waiters == 3)
+    status = scripted_server.http.get("/api/hana/status").json()
+    assert [p["model"] for p in status["pulls"]] == [registry.name("tiny")]
+    assert status["pulls"][0]["total"] == sum(b.size for b in tiny(registry).blobs)
+    assert scripted_server.service.pulls.active  # Jupyter's idle culling waits for it
     registry.release()
     for thread in threads:
         thread.join(30)
     assert [r[-1] for r in results] == [{"status": "success"}] * 3
+    assert not scripted_server.service.pulls.active
     assert registry.served(weights.digest) == weights.size
     cdn_gets = [
         r for r in registry.requests if r["server"] == "cdn" and weights.digest[7:] in r["path"]
