@@ -41,6 +41,13 @@ WRITE_BATCH = 4 << 20  # bytes gathered before one pwrite in a thread
 CHECKPOINT_SECONDS = 1.0
 ATTEMPTS = 6
 MAX_IOVECS = 512  # chunks per pwritev, well under IOV_MAX
+# Big reads for the hash: each read and update gives the GIL back, and taking it again while
+# the event loop runs can wait a switch interval (5 ms), so few large steps keep up with the
+# network where 4 MB steps fall behind.
+HASH_READ = 32 << 20
+# The hash thread also flushes the file to disk as it goes, so the fsync before the commit
+# (a blob must never hold wrong bytes after a crash) finds little left to write.
+SYNC_EVERY = 64 << 20
 
 
 class DigestMismatch(HanaError):
@@ -85,6 +92,7 @@ class BlobDownload:
         # so verifying costs no second pass over the file.
         self._hash = hashlib.sha256()
         self._hashed = 0
+        self._synced = 0
         self._written = asyncio.Event()
 
     @property
@@ -151,11 +159,14 @@ class BlobDownload:
 
     def _hash_to(self, fd: int, target: int) -> None:
         while self._hashed < target:
-            data = os.pread(fd, min(WRITE_BATCH, target - self._hashed), self._hashed)
+            data = os.pread(fd, min(HASH_READ, target - self._hashed), self._hashed)
             if not data:
                 raise OSError(f"{self.data_path} is shorter than {target} bytes")
             self._hash.update(data)
             self._hashed += len(data)
+            if self._hashed - self._synced >= SYNC_EVERY:
+                os.fdatasync(fd)
+                self._synced = self._hashed
 
     # ------------------------------------------------------------------ parts
 
