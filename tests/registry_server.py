@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -157,6 +158,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that leave are normal
+            super().handle_error(request, client_address)
 
 
 class LoopbackRegistry:
