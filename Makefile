@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench lint clean fuzz soak
+.PHONY: install model test lab serve bench bench-pull lint clean fuzz soak
 
 install: $(STAMP) labextension
 
@@ -101,6 +101,10 @@ fuzz: install
 # Writes bench/soak.json.
 soak: install
 	$(BIN)/python bench/soak.py
+
+# Pull throughput from a loopback registry: hana's /api/pull vs curl on the same 250 MB blob.
+bench-pull: model $(STAMP)
+	$(BIN)/python bench/pull.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -271,8 +271,10 @@ class HanaApp(ExtensionApp, HanaSettings):
     # ---------------------------------------------------------------------------- runtime
 
     def current_activity(self) -> bool:
-        """True while a request generates or waits, so idle culling leaves the server running."""
-        return self.service is not None and self.service.scheduler.has_work()
+        """True while a request generates or waits or a model is pulled, so idle culling leaves
+        the server running."""
+        service = self.service
+        return service is not None and (service.scheduler.has_work() or service.pulls.active)
 
     # ------------------------------------------------------------------------------- stop
 

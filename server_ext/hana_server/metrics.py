@@ -203,6 +203,12 @@ class HanaMetrics:
         elif kind == "crashed":
             self.crashes.labels(model).inc()
             self._evicting.pop(model, None)
+        elif kind == "pull" and event.get("status") in ("success", "error"):
+            canceled = event.get("error") == "pull canceled"
+            outcome = "canceled" if canceled else str(event["status"])
+            self.pull_finished(
+                outcome, float(event.get("seconds", 0.0)), int(event.get("completed") or 0)
+            )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

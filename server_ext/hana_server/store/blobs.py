@@ -32,6 +32,11 @@ STALE_TEMP_SECONDS = 24 * 3600
 # at least every `body_idle_timeout`, and a blob uploaded for a create that is still to come is
 # younger than this.
 PRUNE_AGE_SECONDS = 3600
+
+# An unfinished pull's data and state (store/transfer.py): kept for a resume, unless untouched
+# this long. Never a blob's name, so never visible as one.
+PARTIAL_PREFIX = ".partial-"
+STALE_PARTIAL_SECONDS = 14 * 24 * 3600
 CHUNK = 1 << 20
 
 
@@ -163,6 +168,12 @@ class BlobStore:
     def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
         """Delete temp files untouched for `max_age` seconds; returns how many."""
         return self._remove_old(lambda name: name.startswith(TEMP_PREFIX), max_age, "temp file")
+
+    def remove_stale_partials(self, max_age: float = STALE_PARTIAL_SECONDS) -> int:
+        """Delete unfinished pulls' data untouched for `max_age` seconds; returns how many."""
+        return self._remove_old(
+            lambda name: name.startswith(PARTIAL_PREFIX), max_age, "stale partial download"
+        )
 
     def remove_unreferenced(self, keep: set[str], max_age: float = PRUNE_AGE_SECONDS) -> int:
         """Delete blobs not in `keep` and untouched for `max_age` seconds; returns how many."""
