@@ -59,6 +59,8 @@ def start_scripted_server(tmp_path: Path) -> Iterator[Callable[..., ScriptedServ
 def scripted_server(start_scripted_server: Callable[..., ScriptedServer]) -> ScriptedServer:
     """The real HTTP app with default settings and scripted runners (see scripted_runner.py)."""
     return start_scripted_server()
+
+
 @pytest.fixture(scope="session")
 def hana(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProcess]:
     """`hana serve` on a free port with a private store holding `tiny:a` and `tiny:b`, created the
@@ -78,3 +80,24 @@ def hana(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProcess
         )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def registry(tiny_gguf_path: Path) -> Iterator[Any]:
+    """A `LoopbackRegistry` (tests/registry_server.py) serving `library/tiny:latest` built from
+    the tiny GGUF with template, system, params and license layers. Name it in hana with
+    `registry.name("tiny")` and `insecure: true`."""
+    from registry_server import LoopbackRegistry, build_model
+
+    with LoopbackRegistry() as server:
+        server.add(
+            "tiny",
+            build_model(
+                tiny_gguf_path,
+                template="{{ .System }} {{ .Prompt }}",
+                system="You are tiny.",
+                params={"stop": ["<end>"], "temperature": 0.5},
+                license="MIT, for tests",
+            ),
+        )
+        yield server

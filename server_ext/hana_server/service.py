@@ -18,6 +18,7 @@ from hana_server.scheduler import Scheduler
 from hana_server.store.default_model import ensure_default_model
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.model import Model
+from hana_server.store.pull import PullManager
 from hana_server.store.store import ModelStore
 
 log = logging.getLogger("hana")
@@ -44,6 +45,7 @@ class HanaService:
             thread_budget=settings.thread_budget,
         )
         self.generation = GenerationService(self.store, self.scheduler)
+        self.pulls = PullManager(self.store, publish=self.scheduler.events.publish)
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
 
@@ -75,6 +77,7 @@ class HanaService:
         """Terminate every runner; nothing outlives the server."""
         if self._default_model_task is not None and not self._default_model_task.done():
             self._default_model_task.cancel()
+        await self.pulls.close()  # partial downloads stay for a resume after the restart
         await self.scheduler.close()
 
     # ------------------------------------------------------------------ models

@@ -9,7 +9,7 @@ from typing import Any
 
 from tornado import web
 
-from hana_protocol.errors import InvalidRequest
+from hana_protocol.errors import HanaError, InvalidRequest
 from hana_server import __version__
 from hana_server.api.base import HanaHandlerMixin
 from hana_server.api.state import runner_json
@@ -22,6 +22,7 @@ from hana_server.requests import (
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
+    PullRequest,
     ShowRequest,
 )
 from hana_server.store.blobs import parse_digest
@@ -260,3 +261,22 @@ class BlobHandler(HanaHandlerMixin):
         if self._spool is not None and not self._spool.closed:
             self._spool.close()
             Path(self._spool.name).unlink(missing_ok=True)
+
+
+class PullHandler(HanaHandlerMixin):
+    async def post(self) -> None:
+        """Download a model from its registry, streaming Ollama's progress lines."""
+
+        async def work() -> None:
+            req = self.parse(PullRequest)
+            chunks = self.service.pulls.pull(req.model, insecure=req.insecure)
+            if req.stream is not False:
+                await self.stream_ndjson(chunks)
+                return
+            try:
+                last = [chunk async for chunk in chunks][-1]
+            except HanaError as error:
+                raise HanaError(error.message, status=500) from error  # Ollama: 500 for all
+            self.send_json(last)
+
+        await self.run(work)

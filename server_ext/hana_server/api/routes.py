@@ -21,6 +21,7 @@ def handler_classes() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/api/show", native.ShowHandler),
         (r"/api/create", native.CreateHandler),
         (r"/api/copy", native.CopyHandler),
+        (r"/api/pull", native.PullHandler),
         (r"/api/delete", native.DeleteHandler),
         (r"/api/embed", native.EmbedHandler),
         (r"/api/embeddings", native.EmbeddingsHandler),

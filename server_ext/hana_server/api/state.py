@@ -104,6 +104,7 @@ class StatusHandler(HanaHandlerMixin):
             "url": service.url,
             "models": [runner_json(r) for r in service.scheduler.ps()],
             "waiting": [waiting_json(w) for w in service.scheduler.waiting()],
+            "pulls": service.pulls.snapshot(),
             "cpus": service.scheduler.cpus,
             "memory_budget": service.scheduler.memory.total(),
             "settings": {

@@ -28,6 +28,10 @@ DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 TEMP_PREFIX = ".tmp-"
 # A temp file this old belongs to a writer that died; younger ones may still be in use.
 STALE_TEMP_SECONDS = 24 * 3600
+# An unfinished pull's data and state (store/transfer.py): kept for a resume, unless untouched
+# this long. Never a blob's name, so never visible as one.
+PARTIAL_PREFIX = ".partial-"
+STALE_PARTIAL_SECONDS = 14 * 24 * 3600
 CHUNK = 1 << 20
 
 
@@ -161,9 +165,15 @@ class BlobStore:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return
-        cutoff = time.time() - STALE_TEMP_SECONDS
+        now = time.time()
         for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < cutoff:
+            if entry.name.startswith(TEMP_PREFIX):
+                cutoff = now - STALE_TEMP_SECONDS
+            elif entry.name.startswith(PARTIAL_PREFIX):
+                cutoff = now - STALE_PARTIAL_SECONDS
+            else:
+                continue
+            if entry.stat().st_mtime < cutoff:
                 log.info("removing stale temp file %s", entry.path)
                 Path(entry.path).unlink(missing_ok=True)
 

@@ -44,16 +44,15 @@ def as_name(name: str | ModelName) -> ModelName:
     return name if isinstance(name, ModelName) else ModelName.parse(name)
 
 
-def manifest_digests(path: Path) -> set[str]:
-    """Every blob the manifest at `path` refers to; empty (logged) if it cannot be read."""
+def manifest_digests(path: Path) -> set[str] | None:
+    """Every blob the manifest at `path` refers to; None (logged) if it cannot be read."""
     try:
         manifest = json.loads(path.read_bytes())
         layers = [manifest["config"], *manifest["layers"]]
         return {parse_digest(layer["digest"]) for layer in layers}
     except (OSError, ValueError, KeyError, TypeError, InvalidRequest) as e:
-        # An unreadable manifest keeps nothing alive, but it must not stop a sweep either.
         log.warning("cannot read manifest %s: %s", path, e)
-        return set()
+        return None
 
 
 class ManifestTree:

@@ -12,8 +12,10 @@ store/create.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,8 @@ class ModelStore:
         self.manifests = ManifestTree(self.manifests_dir, self.blobs)
         # Serialises changes to manifests, so a delete's blob sweep never races a create.
         self._lock = threading.RLock()
+        # Blobs an unfinished pull will name: no sweep removes them (store/pull.py).
+        self._pinned: Counter[str] = Counter()
         self.blobs.remove_stale_temp_files()
 
     # ------------------------------------------------------------------ blobs
@@ -107,6 +111,44 @@ class ModelStore:
             self.blobs.sync()
             self.manifests.write(path, canonical_json(manifest))
             return self.manifests.read(name, path)
+
+    def install_manifest(self, name: str | ModelName, data: bytes) -> bool:
+        """Install a pulled manifest's bytes verbatim under `name` (Ollama keeps the registry's
+        bytes, so the digest matches the registry's); every blob it names must be in the store.
+        Blobs only the old version of `name` used are removed: True if there were any."""
+        manifest = json.loads(data)
+        digests = {parse_digest(la["digest"]) for la in [manifest["config"], *manifest["layers"]]}
+        for digest in digests:
+            if not self.blobs.has(digest):
+                raise InvalidRequest(f"blob {digest} not found")
+        with self._lock:
+            name, path = self.manifests.target(name)
+            old = (manifest_digests(path) or set()) if path.is_file() else set()
+            self.blobs.sync()
+            self.manifests.write(path, data)
+            return self._sweep(old - digests)
+
+    def pin(self, digests: Iterable[str]) -> None:
+        """Keep these blobs through sweeps until `unpin` (a pull will name them)."""
+        with self._lock:
+            self._pinned.update(digests)
+
+    def unpin(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            self._pinned.subtract(digests)
+            self._pinned += Counter()  # drop zero counts
+
+    def _sweep(self, candidates: set[str]) -> bool:
+        """Remove those of `candidates` that no manifest and no pull in progress refers to."""
+        unused = {d for d in candidates if not self._pinned[d]}
+        for other in self.manifests.paths() if unused else []:
+            used = manifest_digests(other)
+            if used is None:
+                # A manifest that cannot be read may name any blob: keep them all (as Ollama).
+                return False
+            unused -= used
+        self.blobs.remove(unused)
+        return bool(unused)
 
     def create(
         self,
@@ -190,8 +232,6 @@ class ModelStore:
         """Remove the manifest, then the blobs no other manifest refers to."""
         with self._lock:
             _, path = self.manifests.existing(name)
-            unused = manifest_digests(path)
+            unused = manifest_digests(path) or set()
             self.manifests.remove(path)
-            for other in self.manifests.paths():
-                unused -= manifest_digests(other)
-            self.blobs.remove(unused)
+            self._sweep(unused)
