@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets import FloatProgress
 from ipywidgets.widgets.widget import _instances as live_widgets
+from nbclient import NotebookClient
 from registry_server import LoopbackRegistry, RegistryModel, build_model
 from server_harness import HanaServerProcess, wait_for
 
@@ -179,3 +181,52 @@ def test_manager_pulls_first_unless_told_not_to(
     captured = capsys.readouterr()
     assert "pulling manifest" in captured.out and "success" in captured.out
     assert "100%|" in captured.err  # text bars outside a notebook
+
+
+def test_notebook_pulls_on_first_use(
+    hana: HanaServerProcess,
+    registry: LoopbackRegistry,
+    tiny_gguf_path: Path,
+    remove_pulled: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A real kernel run by nbclient: `%%hana` on a model the server lacks pulls it from the
+    loopback registry and answers in the same output; `%hana pull` leaves finished widget bars."""
+    registry.add("brief", build_model(tiny_gguf_path))
+    brief, tiny = registry.name("brief"), registry.name("tiny")
+    remove_pulled += [brief, tiny]
+    monkeypatch.setenv("HANA_URL", hana.url)  # inherited by the kernel nbclient starts
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext hana_jupyter"),
+        nbformat.v4.new_code_cell(f"%%hana {brief} --insecure -n 5\nHello"),
+        nbformat.v4.new_code_cell(f"%hana pull {tiny} --insecure"),
+    ]
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+
+    answer = notebook.cells[1].outputs
+    assert len(answer) == 1  # the pull's progress was replaced by the answer
+    assert "5 tokens" in answer[0]["data"]["text/markdown"]
+    assert " · pulled " in answer[0]["data"]["text/markdown"]
+    assert set(_installed(hana)) >= {brief, tiny}
+
+    views = [
+        o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for o in notebook.cells[2].outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    (model,) = [m for key, m in registry.models.items() if key[1] == "tiny"]
+    assert len(views) == len(model.layers) + 1
+    for view in views:
+        bar_id = state[view]["state"]["children"][1].removeprefix("IPY_MODEL_")
+        bar = state[bar_id]["state"]
+        assert bar["value"] == bar["max"] > 0 and bar["bar_style"] == "success"
+    texts = [o.get("text", "") for o in notebook.cells[2].outputs]
+    assert "".join(texts).splitlines()[-1] == "success"
