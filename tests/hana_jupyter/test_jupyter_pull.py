@@ -17,8 +17,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets import FloatProgress
 from ipywidgets.widgets.widget import _instances as live_widgets
+from kernel_side import BIG, big_model
 from nbclient import NotebookClient
-from registry_server import LoopbackRegistry, RegistryModel, build_model
+from registry_server import LoopbackRegistry, build_model
 from server_harness import HanaServerProcess, wait_for
 
 from hana_jupyter.magics import HanaMagicError
@@ -26,7 +27,6 @@ from hana_jupyter.manager import ModelManager
 from hana_protocol.errors import ModelNotFound
 
 MID_WAY = re.compile(r"pulling [0-9a-f]{12}: +[1-9]\d?%\|")  # a bar between 1% and 99%
-BIG = 12_000_000  # bytes: big enough that progress shows mid-blob (the server writes 4 MiB batches)
 
 
 def _outputs(ip: InteractiveShell) -> list[dict[str, Any]]:
@@ -44,14 +44,6 @@ def remove_pulled(hana: HanaServerProcess) -> Iterator[list[str]]:
     yield names
     for name in names:
         hana.http.request("DELETE", "/api/delete", json={"model": name})
-
-
-def big_model(registry: LoopbackRegistry, tmp_path: Path, name: str = "big") -> RegistryModel:
-    """A model whose weights are BIG random bytes: a pull of it has a middle to look at (it is
-    never run)."""
-    weights = tmp_path / f"{name}.bin"
-    weights.write_bytes(os.urandom(BIG))
-    return registry.add(name, build_model(weights))
 
 
 def test_pull_magic_draws_widget_bars(
