@@ -172,6 +172,7 @@ class LoopbackRegistry:
         self.lock = threading.Lock()
         self._held = threading.Event()  # set when a hold fault is waiting
         self._release = threading.Event()
+        self._drop_held = False
         self.cdn_host = cdn_host
         self.port = 0
         self.cdn_port = 0
@@ -244,16 +245,19 @@ class LoopbackRegistry:
         with self.lock:
             self._held.clear()
             self._release.clear()
+            self._drop_held = False
             self.faults.hold_after[digest] = after
 
     def wait_held(self, timeout: float = 30) -> bool:
         """Wait until a `hold_after` fault has stopped a blob mid-way."""
         return self._held.wait(timeout)
 
-    def release(self) -> None:
-        """Let held blob transfers go on."""
+    def release(self, drop: bool = False) -> None:
+        """Let held blob transfers go on, or with `drop` close their connections (the client
+        that asked for them is gone, and their bytes must not count)."""
         with self.lock:
             self.faults.hold_after.clear()
+            self._drop_held = drop
         self._release.set()
 
     def served(self, digest: str | None = None) -> int:
@@ -434,6 +438,9 @@ class _Handler(BaseHTTPRequestHandler):
                 reg._held.set()
                 reg._release.wait()
                 hold = None
+                if reg._drop_held:
+                    self.close_connection = True
+                    return
             elif hold is not None:
                 n = min(n, start + hold - pos)
             data = blob.read(pos, n)
