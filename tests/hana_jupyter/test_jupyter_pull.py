@@ -222,3 +222,20 @@ def test_notebook_pulls_on_first_use(
         assert bar["value"] == bar["max"] > 0 and bar["bar_style"] == "success"
     texts = [o.get("text", "") for o in notebook.cells[2].outputs]
     assert "".join(texts).splitlines()[-1] == "success"
+
+
+async def test_async_generate_pulls_first_too(
+    hana: HanaServerProcess,
+    registry: LoopbackRegistry,
+    tiny_gguf_path: Path,
+    remove_pulled: list[str],
+) -> None:
+    registry.add("brief", build_model(tiny_gguf_path))
+    name = registry.name("brief")
+    remove_pulled.append(name)
+    mgr = ModelManager(url=hana.url, insecure=True)
+    try:
+        answer = await mgr.async_generate(name, "Hello", options={"num_predict": 2})
+    finally:
+        await mgr.client.async_close()
+    assert answer.eval_count == 2 and name in _installed(hana)
