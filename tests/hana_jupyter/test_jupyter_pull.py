@@ -46,6 +46,14 @@ def remove_pulled(hana: HanaServerProcess) -> Iterator[list[str]]:
         hana.http.request("DELETE", "/api/delete", json={"model": name})
 
 
+@pytest.fixture
+def brief(registry: LoopbackRegistry, tiny_gguf_path: Path, remove_pulled: list[str]) -> str:
+    """The name of a runnable tiny model on the loopback registry (deleted after the test)."""
+    registry.add("brief", build_model(tiny_gguf_path))
+    remove_pulled.append(registry.name("brief"))
+    return registry.name("brief")
+
+
 def test_pull_magic_draws_widget_bars(
     hana: HanaServerProcess,
     shell: InteractiveShell,
@@ -79,13 +87,9 @@ def test_pull_magic_draws_widget_bars(
 def test_cell_pulls_a_missing_model_then_answers(
     hana: HanaServerProcess,
     shell: InteractiveShell,
-    registry: LoopbackRegistry,
-    tiny_gguf_path: Path,
-    remove_pulled: list[str],
+    brief: str,
 ) -> None:
-    registry.add("brief", build_model(tiny_gguf_path))
-    name = registry.name("brief")
-    remove_pulled.append(name)
+    name = brief
     shell.run_cell_magic("hana", f"{name} --insecure -n 5 -o answer", "Hello")
     outputs = _outputs(shell)
     assert len({o["display_id"] for o in outputs}) == 1  # the pull and the answer share one output
@@ -153,13 +157,10 @@ def test_failed_pull_is_one_line(
 def test_manager_pulls_first_unless_told_not_to(
     hana: HanaServerProcess,
     registry: LoopbackRegistry,
-    tiny_gguf_path: Path,
-    remove_pulled: list[str],
+    brief: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    registry.add("brief", build_model(tiny_gguf_path))
-    name = registry.name("brief")
-    remove_pulled.append(name)
+    name = brief
     mgr = ModelManager(url=hana.url, insecure=True, pull_missing=False)
     try:
         with pytest.raises(ModelNotFound):
@@ -178,16 +179,15 @@ def test_manager_pulls_first_unless_told_not_to(
 def test_notebook_pulls_on_first_use(
     hana: HanaServerProcess,
     registry: LoopbackRegistry,
-    tiny_gguf_path: Path,
+    brief: str,
     remove_pulled: list[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     """A real kernel run by nbclient: `%%hana` on a model the server lacks pulls it from the
     loopback registry and answers in the same output; `%hana pull` leaves finished widget bars."""
-    registry.add("brief", build_model(tiny_gguf_path))
-    brief, tiny = registry.name("brief"), registry.name("tiny")
-    remove_pulled += [brief, tiny]
+    tiny = registry.name("tiny")
+    remove_pulled.append(tiny)
     monkeypatch.setenv("HANA_URL", hana.url)  # inherited by the kernel nbclient starts
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
@@ -226,13 +226,9 @@ def test_notebook_pulls_on_first_use(
 
 async def test_async_generate_pulls_first_too(
     hana: HanaServerProcess,
-    registry: LoopbackRegistry,
-    tiny_gguf_path: Path,
-    remove_pulled: list[str],
+    brief: str,
 ) -> None:
-    registry.add("brief", build_model(tiny_gguf_path))
-    name = registry.name("brief")
-    remove_pulled.append(name)
+    name = brief
     mgr = ModelManager(url=hana.url, insecure=True)
     try:
         answer = await mgr.async_generate(name, "Hello", options={"num_predict": 2})
