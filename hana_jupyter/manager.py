@@ -22,7 +22,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -238,13 +239,16 @@ class ModelManager(LoggingConfigurable):
         return _follow(self.client.stream_create_from_modelfile(name, modelfile), progress)
 
 
-def _follow(chunks: Iterator[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
+def _follow(chunks: Generator[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
     """Hand each status to `progress` (on this thread); return the last one."""
     last: dict[str, Any] = {}
-    for chunk in chunks:
-        last = chunk
-        if progress is not None:
-            progress(chunk)
+    # An interrupt may land in `progress` rather than in the wait for the next chunk: closing
+    # the stream here, not whenever the generator is collected, tells the server at once.
+    with closing(chunks):
+        for chunk in chunks:
+            last = chunk
+            if progress is not None:
+                progress(chunk)
     return last
 
 

@@ -147,10 +147,12 @@ def pull_with_bars(client: HanaClient, model: str, *, insecure: bool = False) ->
     from hana_client.pull_progress import PullBars
 
     bars = PullBars(file=sys.stderr)
+    chunks = client.stream_pull(model, insecure=insecure)
     try:
-        for chunk in client.stream_pull(model, insecure=insecure):
+        for chunk in chunks:
             bars(chunk)
     finally:
+        chunks.close()  # Ctrl-C may land in the drawing: close the stream now, not at exit
         bars.close()
 
 

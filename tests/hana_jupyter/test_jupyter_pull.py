@@ -22,7 +22,7 @@ from nbclient import NotebookClient
 from registry_server import LoopbackRegistry, build_model
 from server_harness import HanaServerProcess, wait_for
 
-from hana_jupyter.magics import HanaMagicError
+from hana_jupyter.magics import HanaInterrupt, HanaMagicError
 from hana_jupyter.manager import ModelManager
 from hana_protocol.errors import ModelNotFound
 
@@ -235,3 +235,27 @@ async def test_async_generate_pulls_first_too(
     finally:
         await mgr.client.async_close()
     assert answer.eval_count == 2 and name in _installed(hana)
+
+
+def test_interrupting_pull_magic_is_one_line(
+    hana: HanaServerProcess, shell: InteractiveShell, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    weights = big_model(registry, tmp_path).blob("model")
+    registry.hold(weights.digest, after=9_000_000)
+    name = registry.name("big")
+
+    def interrupt_when_held() -> None:
+        registry.wait_held()
+        wait_for(lambda: hana.http.get("/api/hana/status").json()["pulls"], timeout=10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_when_held)
+    interrupter.start()
+    result = shell.run_cell(f"%hana pull {name} --insecure")
+    interrupter.join()
+    assert isinstance(result.error_in_exec, HanaInterrupt)
+    assert result.error_in_exec._render_traceback_() == [
+        "hana: interrupted; the pull was canceled; pulling again resumes it"
+    ]
+    wait_for(lambda: not hana.http.get("/api/hana/status").json()["pulls"], timeout=10)
+    assert name not in _installed(hana)
