@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench lint clean
+.PHONY: install model test lab serve bench bench-pull lint clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ $(BENCH_STAMP): $(STAMP)
 # Raw llama-cpp-python ceilings vs hana vs llama_cpp.server; writes bench/results.json (~10 min).
 bench: model $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
+
+# Pull throughput from a loopback registry: hana's /api/pull vs curl on the same 250 MB blob.
+bench-pull: model $(STAMP)
+	$(BIN)/python bench/pull.py
 
 lint: install
 	$(BIN)/ruff check .

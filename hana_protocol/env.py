@@ -25,6 +25,18 @@ def env_int(*names: str, fallback: int) -> int:
 
 
 def default_models_dir() -> Path:
-    """HANA_MODELS, else OLLAMA_MODELS (share Ollama's models), else ~/.hana/models."""
+    """HANA_MODELS, else OLLAMA_MODELS, else Ollama's own ~/.ollama/models when it holds models
+    and is writable, else ~/.hana/models.
+
+    One store shared with Ollama: models pulled by either tool are seen and run by both with no
+    copy and no second download, in the same layout. Only a writable one is taken, because hana
+    pulls and creates into its store; a read-only one (Linux's system service keeps its models
+    in /usr/share/ollama, owned by the `ollama` user) needs HANA_MODELS or OLLAMA_MODELS.
+    """
     value = env_value("HANA_MODELS", "OLLAMA_MODELS")
-    return Path(value).expanduser() if value else Path.home() / ".hana" / "models"
+    if value:
+        return Path(value).expanduser()
+    ollama = Path.home() / ".ollama" / "models"
+    if (ollama / "manifests").is_dir() and os.access(ollama / "blobs", os.W_OK):
+        return ollama
+    return Path.home() / ".hana" / "models"

@@ -18,7 +18,8 @@ class HanaSettings(LoggingConfigurable):
     """Every tunable of the model server; one definition for all hosts."""
 
     models_dir = Unicode(
-        help="Model store (Ollama layout). Default: $HANA_MODELS, $OLLAMA_MODELS, ~/.hana/models."
+        help="Model store (Ollama layout). Default: $HANA_MODELS, $OLLAMA_MODELS, Ollama's own "
+        "~/.ollama/models if it holds models and is writable, else ~/.hana/models."
     ).tag(config=True)
 
     @default("models_dir")

@@ -10,14 +10,14 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from hana_protocol.durations import parse_keep_alive
-from hana_protocol.errors import InvalidRequest, RunnerFailed
+from hana_protocol.errors import InvalidRequest, ModelNotFound, RunnerFailed
 from hana_protocol.options import merge_options, sampling
 from hana_server.requests import ChatRequest, GenerateRequest
 from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
@@ -112,11 +112,25 @@ class AnswerStream:
 class GenerationService:
     """Turns generate/chat/embed requests into runner calls."""
 
-    def __init__(self, store: ModelStore, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        scheduler: Scheduler,
+        arriving: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
+        """`arriving(name)` waits for a model that is being installed right now (the bundled
+        default at first start) and says whether it waited."""
         self.store = store
         self.scheduler = scheduler
+        self.arriving = arriving
 
-    def find(self, name: str) -> Model:
+    async def find(self, name: str) -> Model:
+        """The model `name`; one still being installed is waited for, not a 404."""
+        try:
+            return self.store.get(name)
+        except ModelNotFound:
+            if self.arriving is None or not await self.arriving(name):
+                raise
         return self.store.get(name)
 
     # ------------------------------------------------------------------ load/unload
@@ -147,7 +161,7 @@ class GenerationService:
     async def start_generate(self, req: GenerateRequest) -> AnswerStream | Chunk:
         """An AnswerStream to stream, or a final chunk for load/unload requests."""
         started = time.monotonic()
-        model = self.find(req.model)
+        model = await self.find(req.model)
         keep_alive = parse_keep_alive(req.keep_alive)
         options = merge_options(model.parameters, req.options)
         if req.raw and (req.template or req.system or req.context):
@@ -180,7 +194,7 @@ class GenerationService:
         started = time.monotonic()
         if not req.model:
             raise InvalidRequest("model is required")
-        model = self.find(req.model)
+        model = await self.find(req.model)
         keep_alive = parse_keep_alive(req.keep_alive)
         options = merge_options(model.parameters, req.options)
         images = [image for m in req.messages for image in (m.images or [])]
@@ -235,7 +249,7 @@ class GenerationService:
         dimensions: int | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
-        model = self.find(name)
+        model = await self.find(name)
         if "embedding" not in model.capabilities:
             raise InvalidRequest(f'"{model.name.display}" does not support embeddings')
         merged = merge_options(model.parameters, options)

@@ -15,9 +15,10 @@ from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
 from hana_server.requests import CreateRequest
 from hana_server.scheduler import Scheduler
-from hana_server.store.default_model import ensure_default_model
+from hana_server.store.default_model import DEFAULT_MODEL, ensure_default_model
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.model import Model
+from hana_server.store.names import ModelName
 from hana_server.store.pull import PullManager
 from hana_server.store.store import ModelStore
 
@@ -44,7 +45,7 @@ class HanaService:
             num_threads=settings.num_threads,
             thread_budget=settings.thread_budget,
         )
-        self.generation = GenerationService(self.store, self.scheduler)
+        self.generation = GenerationService(self.store, self.scheduler, self._model_arriving)
         self.pulls = PullManager(self.store, publish=self.scheduler.events.publish)
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
@@ -72,6 +73,22 @@ class HanaService:
     async def default_model_ready(self) -> None:
         if self._default_model_task is not None:
             await asyncio.shield(self._default_model_task)
+
+    async def _model_arriving(self, name: str) -> bool:
+        """Wait if `name` is the bundled model and its registration is still running: a request
+        for it right after the first start then waits a few seconds instead of getting a 404."""
+        task = self._default_model_task
+        if task is None or task.done():
+            return False
+        try:
+            wanted = ModelName.parse(name).display.lower()
+        except InvalidRequest:
+            return False
+        if wanted != ModelName.parse(DEFAULT_MODEL).display.lower():
+            return False
+        log.info("%s is being registered: waiting for it", DEFAULT_MODEL)
+        await asyncio.shield(task)
+        return True
 
     async def stop(self) -> None:
         """Terminate every runner; nothing outlives the server."""

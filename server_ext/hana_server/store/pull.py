@@ -32,11 +32,10 @@ import httpx
 from hana_protocol.errors import HanaError
 from hana_server.store.blobs import parse_digest
 from hana_server.store.names import ModelName
-from hana_server.store.registry import RegistryError, RegistrySession
+from hana_server.store.registry import RegistryError, RegistrySession, transfer_client
 from hana_server.store.store import ModelStore
 from hana_server.store.transfer import (
     MIN_PART,
-    STALL_SECONDS,
     BlobDownload,
     partial_progress,
 )
@@ -115,12 +114,7 @@ class PullManager:
         host = urlsplit(url).hostname or ""
         direct = host.startswith(LOOPBACK)
         if direct not in self._clients:
-            self._clients[direct] = httpx.AsyncClient(
-                trust_env=not direct,
-                timeout=httpx.Timeout(30.0, read=STALL_SECONDS),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-                follow_redirects=True,
-            )
+            self._clients[direct] = transfer_client(trust_env=not direct)
         return self._clients[direct]
 
     async def close(self) -> None:

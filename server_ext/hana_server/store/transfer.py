@@ -40,7 +40,7 @@ MAX_PARTS_IN_FLIGHT = 16
 WRITE_BATCH = 4 << 20  # bytes gathered before one pwrite in a thread
 CHECKPOINT_SECONDS = 1.0
 ATTEMPTS = 6
-STALL_SECONDS = 30.0  # no byte for this long: the attempt restarts from the saved offset
+MAX_IOVECS = 512  # chunks per pwritev, well under IOV_MAX
 
 
 class DigestMismatch(HanaError):
@@ -81,6 +81,11 @@ class BlobDownload:
         self.parts: list[list[int]] = []
         self.received = 0  # bytes taken off the network in this run (benchmarks, tests)
         self._last_checkpoint = 0.0
+        # The sha256 follows the contiguous written prefix in a thread while parts download,
+        # so verifying costs no second pass over the file.
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+        self._written = asyncio.Event()
 
     @property
     def completed(self) -> int:
@@ -114,6 +119,7 @@ class BlobDownload:
                 async with asyncio.TaskGroup() as group:
                     for part in pending:
                         group.create_task(one(part))
+                    group.create_task(self._follow_hash(fd))
             except BaseExceptionGroup as errors:
                 raise errors.exceptions[0] from None
         except BaseException:
@@ -122,6 +128,34 @@ class BlobDownload:
         finally:
             await asyncio.shield(asyncio.to_thread(os.close, fd))
         await asyncio.to_thread(self._verify_and_commit)
+
+    def _contiguous(self) -> int:
+        """End of the prefix of the blob that is on disk."""
+        end = 0
+        for offset, size, done in self.parts:
+            if offset != end:
+                break
+            end = offset + done
+            if done < size:
+                break
+        return end
+
+    async def _follow_hash(self, fd: int) -> None:
+        while self._hashed < self.size:
+            target = self._contiguous()
+            if target > self._hashed:
+                await asyncio.to_thread(self._hash_to, fd, target)
+            else:
+                self._written.clear()
+                await self._written.wait()
+
+    def _hash_to(self, fd: int, target: int) -> None:
+        while self._hashed < target:
+            data = os.pread(fd, min(WRITE_BATCH, target - self._hashed), self._hashed)
+            if not data:
+                raise OSError(f"{self.data_path} is shorter than {target} bytes")
+            self._hash.update(data)
+            self._hashed += len(data)
 
     # ------------------------------------------------------------------ parts
 
@@ -167,39 +201,44 @@ class BlobDownload:
             if response.status_code == 200 and start != 0:
                 raise PartError("the blob server ignored the Range header", new_url=True)
             expected = end - start + 1
-            pos = start
-            buffer = bytearray()
+            pos = start  # where `chunks` go
+            chunks: list[bytes] = []
+            buffered = 0
             writing: asyncio.Future[None] | None = None
 
             async def flush() -> None:
-                nonlocal writing, pos, buffer
+                # One write in flight while the next batch is read from the network.
+                nonlocal writing, pos, chunks, buffered
                 if writing is not None:
                     await writing
-                data, at = bytes(buffer), pos
-                buffer = bytearray()
-                pos += len(data)
-                writing = asyncio.ensure_future(self._write(fd, part, data, at))
+                writing = asyncio.ensure_future(self._write(fd, part, chunks, pos, buffered))
+                pos += buffered
+                chunks, buffered = [], 0
 
             try:
                 async for chunk in response.aiter_raw():
-                    take = chunk[: end + 1 - (pos + len(buffer))]
-                    buffer += take
-                    self.received += len(take)
-                    if len(buffer) >= WRITE_BATCH:
+                    left = end + 1 - (pos + buffered)
+                    if len(chunk) > left:
+                        chunk = chunk[:left]  # a 200 to a Range request: the rest is not ours
+                    chunks.append(chunk)
+                    buffered += len(chunk)
+                    self.received += len(chunk)
+                    if buffered >= WRITE_BATCH or len(chunks) >= MAX_IOVECS:
                         await flush()
-                    if pos + len(buffer) > end:
-                        break  # a 200 to a Range request: the rest is not this part's
+                    if pos + buffered > end:
+                        break
             finally:
-                if buffer:
+                if chunks:
                     await asyncio.shield(flush())
                 if writing is not None:
                     await asyncio.shield(writing)
             if pos - start < expected:
                 raise PartError(f"unexpected EOF after {pos - start} of {expected} bytes")
 
-    async def _write(self, fd: int, part: list[int], data: bytes, at: int) -> None:
-        await asyncio.to_thread(os.pwrite, fd, data, at)
-        part[2] += len(data)
+    async def _write(self, fd: int, part: list[int], chunks: list[bytes], at: int, n: int) -> None:
+        await asyncio.to_thread(write_all, fd, chunks, at)
+        part[2] += n
+        self._written.set()
         now = time.monotonic()
         if now - self._last_checkpoint >= CHECKPOINT_SECONDS:
             self._last_checkpoint = now
@@ -236,11 +275,7 @@ class BlobDownload:
         os.replace(tmp, self.state_path)
 
     def _verify_and_commit(self) -> None:
-        h = hashlib.sha256()
-        with self.data_path.open("rb") as f:
-            while chunk := f.read(WRITE_BATCH):
-                h.update(chunk)
-        got = "sha256:" + h.hexdigest()
+        got = "sha256:" + self._hash.hexdigest()
         if got != self.digest:
             self.discard()
             raise DigestMismatch(
@@ -253,6 +288,16 @@ class BlobDownload:
     def discard(self) -> None:
         self.data_path.unlink(missing_ok=True)
         self.state_path.unlink(missing_ok=True)
+
+
+def write_all(fd: int, chunks: list[bytes], at: int) -> None:
+    """pwritev `chunks` at offset `at`, finishing a short write."""
+    written = os.pwritev(fd, chunks, at)
+    rest = b"".join(chunks)[written:] if written < sum(map(len, chunks)) else b""
+    while rest:
+        n = os.pwrite(fd, rest, at + written)
+        written += n
+        rest = rest[n:]
 
 
 class PartError(Exception):

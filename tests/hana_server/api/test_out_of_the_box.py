@@ -56,3 +56,18 @@ def test_fresh_server_registers_and_serves_gemma(
     # the earlier turn is reused from the runner's cache (sliding-window model, swa_full)
     assert follow_up["prompt_cache_count"] >= first["prompt_eval_count"] - 1
     assert follow_up["prompt_eval_count"] > first["prompt_eval_count"]
+
+
+def test_a_request_right_after_the_first_start_waits_for_the_bundled_model(
+    start_server: Callable[..., HanaServerProcess],
+) -> None:
+    server = start_server((), HANA_REGISTER_DEFAULT_MODEL="1")
+    # Registration copies 250 MB: it is still running when the server first answers.
+    assert server.http.get("/api/tags").json()["models"] == []
+    answer = server.http.post(
+        "/api/generate", json={"model": "gemma3:270m", "prompt": "", "stream": False}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["done_reason"] == "load"
+    missing = server.http.post("/api/generate", json={"model": "gemma3:1b", "prompt": ""})
+    assert missing.status_code == 404

@@ -333,3 +333,43 @@ def test_names_map_to_registry_urls(name: str) -> None:
     parsed = ModelName.parse(name)
     assert manifest_url(parsed, False) == "https://hf.co/v2/user/repo/manifests/Q4_K_M"
     assert blob_url(parsed, "sha256:ab", True) == "http://hf.co/v2/user/repo/blobs/sha256:ab"
+
+
+def test_models_ollama_pulled_are_seen_run_and_not_downloaded_again(
+    tmp_path: Path, registry: LoopbackRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hana_server.config import HanaSettings
+
+    # ~/.ollama/models as `ollama pull --insecure 127.0.0.1:P/library/tiny` leaves it.
+    ollama = tmp_path / ".ollama" / "models"
+    model = tiny(registry)
+    for blob in model.blobs:
+        path = ollama / "blobs" / blob.digest.replace(":", "-")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob.read(0, blob.size))
+    manifest = ollama / "manifests" / registry.host / "library" / "tiny" / "latest"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_bytes(model.manifest)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("HANA_MODELS", raising=False)
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)
+    assert HanaSettings().models_dir == str(ollama)  # hana's default store is Ollama's
+
+    server = ScriptedServer(ollama.parent).start()  # its store: <root>/models = Ollama's
+    try:
+        blobs_before = sorted(p.name for p in (ollama / "blobs").iterdir())
+        tags = server.http.get("/api/tags").json()["models"]
+        assert [(m["name"], m["digest"]) for m in tags] == [
+            (registry.name("tiny"), model.digest[7:])
+        ]
+        answer = server.http.post(
+            "/api/generate",
+            json={"model": registry.name("tiny"), "prompt": "hi", "stream": False},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["done"] is True
+        assert pull(server, registry.name("tiny"), insecure=True)[-1] == {"status": "success"}
+        assert registry.served() == 0
+        assert sorted(p.name for p in (ollama / "blobs").iterdir()) == blobs_before
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,24 @@ def test_delete_removes_only_unshared_blobs(store: ModelStore, model_dir: Path) 
     assert store.get("two").system == "only in two"
 
 
+def test_delete_keeps_blobs_an_unreadable_manifest_or_a_running_pull_may_name(
+    store: ModelStore, model_dir: Path
+) -> None:
+    one = store.create_from_modelfile("one", "FROM tiny.gguf\nSYSTEM only in one", model_dir)
+    other = store.manifests_dir / "registry.ollama.ai/library/broken/latest"
+    other.parent.mkdir(parents=True)
+    other.write_text("{not json")  # e.g. written by a newer Ollama, or half-copied by hand
+    store.delete("one")
+    assert one.model_path.exists()  # it might be one the broken manifest names
+    other.unlink()
+
+    two = store.create_from_modelfile("two", "FROM tiny.gguf", model_dir)
+    store.pin([f"sha256:{two.model_path.name[7:]}"])  # a pull will name this blob
+    store.delete("two")
+    assert two.model_path.exists()
+    store.unpin([f"sha256:{two.model_path.name[7:]}"])
+
+
 def test_copy_unknown_source(store: ModelStore) -> None:
     with pytest.raises(ModelNotFound, match="model 'ghost' not found"):
         store.copy("ghost", "other")
@@ -62,6 +81,15 @@ def test_default_models_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.delenv("OLLAMA_MODELS", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_models_dir() == tmp_path / ".hana" / "models"
+    ollama = tmp_path / ".ollama" / "models"
+    (ollama / "blobs").mkdir(parents=True)
+    assert default_models_dir() == tmp_path / ".hana" / "models"  # no models: not Ollama's store
+    (ollama / "manifests").mkdir()
+    assert default_models_dir() == ollama  # the models Ollama pulled, shared as they are
+    (ollama / "blobs").chmod(0o555)
+    if not os.access(ollama / "blobs", os.W_OK):  # root may write anyway
+        assert default_models_dir() == tmp_path / ".hana" / "models"
+    (ollama / "blobs").chmod(0o755)
     monkeypatch.setenv("OLLAMA_MODELS", "/srv/ollama")
     assert default_models_dir() == Path("/srv/ollama")
     monkeypatch.setenv("HANA_MODELS", "~/hana")
