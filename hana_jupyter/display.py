@@ -23,6 +23,7 @@ from typing import Any
 from IPython.display import DisplayHandle, display
 
 from hana_client import Answer, BackgroundTask
+from hana_client.pull_progress import PullProgress
 from hana_protocol.formatting import (
     MODEL_COLUMNS,
     RUNNER_COLUMNS,
@@ -164,8 +165,10 @@ class StreamState:
         self.label = label
         self.json_format = json_format
         self.completion = Answer(model=model)
-        self.status = "waiting"  # waiting | streaming | done | error | canceled
+        self.status = "waiting"  # waiting | pulling | streaming | done | error | canceled
         self.error: str | None = None
+        #: The pull of a model the server did not have, when the answer had to wait for one.
+        self.pull: PullProgress | None = None
         # time.monotonic() of the request, its first chunk and its end: to compare streams.
         self.started: float | None = None
         self.first_chunk: float | None = None
@@ -177,6 +180,26 @@ class StreamState:
         """The request is about to be sent."""
         with self._lock:
             self.started = time.monotonic()
+
+    def pulling(self, progress: PullProgress) -> None:
+        """The model is being pulled first; `progress` is drawn until the answer starts."""
+        with self._lock:
+            self.pull = progress
+            self.status = "pulling"
+            self.version += 1
+
+    def pulled(self) -> None:
+        """The pull is through; the model loads next (the pull's summary stays for the footer)."""
+        with self._lock:
+            if self.status == "pulling":
+                self.status = "waiting"
+                self.version += 1
+
+    @property
+    def revision(self) -> int:
+        """Changes whenever the view would (an answer chunk, or a pull's progress)."""
+        pull = self.pull
+        return self.version + (pull.version if pull is not None else 0)
 
     def add(self, chunk: Mapping[str, Any]) -> None:
         """Fold in one API chunk."""
@@ -192,7 +215,7 @@ class StreamState:
     def end(self, status: str, error: str | None = None) -> None:
         """Mark the stream failed or canceled (a finished stream keeps "done")."""
         with self._lock:
-            if self.status not in ("waiting", "streaming"):
+            if self.status not in ("waiting", "pulling", "streaming"):
                 return
             self.status, self.error = status, error
             self.finished = time.monotonic()
@@ -206,18 +229,26 @@ class StreamState:
     @property
     def active(self) -> bool:
         """True until the stream is done, failed or canceled."""
-        return self.status in ("waiting", "streaming")
+        return self.status in ("waiting", "pulling", "streaming")
 
     def render(self, *, markdown: bool, header: bool) -> Bundle:
         """The display bundle for the current state."""
         with self._lock:
             status, text, error = self.status, self.completion.text, self.error
             footer = format_stats(self.completion) if status == "done" else ""
+            pull = self.pull
+        if footer and pull is not None and pull.done and pull.finished is not None:
+            seconds = pull.finished - pull.started
+            footer += f" · pulled {format_size(pull.downloaded)} in {seconds:.1f} s"
         plain: list[str] = [f"[{self.label}]"] if header else []
         md: list[str] = [f"**{_md_escape(self.label)}**"] if header else []
         if status == "waiting":
             plain.append(f"loading {self.model}…")
             md.append(f"*loading {_md_escape(self.model)}…*")
+        elif status == "pulling" and pull is not None:
+            lines = "\n".join(pull.lines())
+            plain += [f"pulling {self.model}…", lines]
+            md += [f"*pulling {_md_escape(self.model)}…*", f"```\n{lines}\n```"]
         elif status == "error":
             plain.append(f"✗ {error}")
             md.append(f"**✗** {_md_escape(error or '')}")
@@ -256,12 +287,13 @@ class StreamBoard:
         self._handles: list[DisplayHandle | None] = []
         self._shown: list[int] = [-1] * len(self.states)
         self._printed: list[int] = [0] * len(self.states)
+        self._pull_printed: list[str] = [""] * len(self.states)
 
     def show(self) -> None:
         """Display every placeholder at once, so outputs keep the order of the requests."""
         for index, state in enumerate(self.states):
             if self.live:
-                self._shown[index] = state.version
+                self._shown[index] = state.revision
                 bundle = state.render(markdown=self.markdown, header=self.header)
                 self._handles.append(display(bundle, raw=True, display_id=True))
             else:
@@ -294,10 +326,10 @@ class StreamBoard:
         handle = self._handles[index]
         if handle is not None:
             handle.update({"text/plain": ""}, raw=True)
-        self._shown[index] = state.version
+        self._shown[index] = state.revision
 
     def _update_live(self, index: int, state: StreamState) -> None:
-        version = state.version
+        version = state.revision
         if version == self._shown[index]:
             return
         handle = self._handles[index]
@@ -306,10 +338,17 @@ class StreamBoard:
         self._shown[index] = version
 
     def _update_terminal(self, index: int, state: StreamState) -> None:
-        version = state.version
+        version = state.revision
         if version == self._shown[index]:
             return
         self._shown[index] = version
+        if state.status == "pulling" and state.pull is not None:
+            # A terminal cannot redraw bars in place: print each new step of the pull once.
+            status = state.pull.status
+            if status and status != self._pull_printed[index]:
+                self._pull_printed[index] = status
+                print(f"{state.label}: {status}" if self.header else status, flush=True)
+            return
         if self.header:
             if not state.active:
                 print(state.render(markdown=False, header=True)["text/plain"], end="\n\n")
@@ -325,7 +364,7 @@ class StreamBoard:
 
 
 class ProgressView:
-    """One line of progress for pull and create: the latest status, with a percentage if known."""
+    """One line of progress for create: the latest status, with a percentage if known."""
 
     def __init__(self, title: str, *, live: bool, throttle: float) -> None:
         self.title = title

@@ -25,7 +25,8 @@ from traitlets import Bool, Dict, Float, Unicode, observe
 from hana_client import Answer, HanaClient, background_loop
 from hana_jupyter.display import ProgressView, StreamBoard, StreamState
 from hana_jupyter.manager import ModelManager
-from hana_protocol.errors import HanaError
+from hana_jupyter.pulling import CellPulls, is_terminal, pull_bars
+from hana_protocol.errors import HanaError, ModelNotFound
 
 HELP = """\
 %%hana [MODEL ...] [options]      stream the cell's answer (default model: HanaMagics.default_model)
@@ -35,6 +36,9 @@ HELP = """\
   --format json      answer in JSON              --chat             continue the conversation
   -o VAR             store the answer (a list for several) in VAR; `_hana` always holds the last
   --expand           replace {name} in the cell by that variable's value ({{name}} stays literal)
+  --insecure         pull a missing model over plain http (a registry on this machine or a LAN)
+  A model the server does not have is pulled first, with progress in the cell
+  (%config HanaMagics.pull_missing = False turns that off).
   Several models run the same prompt in parallel; lines of `---` split the cell into prompts that
   run in parallel too.
 
@@ -45,7 +49,7 @@ HELP = """\
 %hana keep-alive MODEL DURATION   keep a model loaded for DURATION after its last use
 %hana unload MODEL                unload a model as soon as it is idle
 %hana create NAME FILE            create a model from a Modelfile
-%hana pull MODEL                  download a model
+%hana pull MODEL [--insecure]     download a model, with a progress bar per layer
 %hana reset [MODEL]               forget the --chat conversation (of one model, or all)
 %hana url                         the server this kernel talks to
 %hana panel                       a live panel of the models: state, warm up, unload, keep-alive
@@ -62,11 +66,11 @@ class HanaMagicError(Exception):
 
 
 class HanaInterrupt(KeyboardInterrupt):
-    """Kernel > Interrupt during `%%hana`: still a KeyboardInterrupt (a run-all stops here), but
-    shown as one line, since the requests were canceled cleanly."""
+    """Kernel > Interrupt during `%%hana` or `%hana pull`: still a KeyboardInterrupt (a run-all
+    stops here), but shown as one line, since the requests were canceled cleanly."""
 
     def _render_traceback_(self) -> list[str]:
-        return ["hana: interrupted; the requests were canceled"]
+        return [f"hana: interrupted; {self.args[0] if self.args else 'the requests were canceled'}"]
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -91,6 +95,7 @@ def _cell_parser() -> _ArgumentParser:
     parser.add_argument("--chat", action="store_true")
     parser.add_argument("-o", "--output")
     parser.add_argument("--expand", action="store_true")
+    parser.add_argument("--insecure", action="store_true")
     return parser
 
 
@@ -166,6 +171,12 @@ class HanaMagics(Magics):
     separator = Unicode(
         "---", help="A cell line holding only this splits the cell into prompts run in parallel."
     ).tag(config=True)
+    pull_missing = Bool(
+        True,
+        help="Pull a model the server does not have before answering, with progress in the cell, "
+        "as `ollama run` does (%%hana, and the manager's generate/chat). False: the cell fails "
+        "with `model '...' not found`.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
@@ -180,11 +191,18 @@ class HanaMagics(Magics):
     def _url_changed(self, change: Mapping[str, Any]) -> None:
         self._manager = None
 
+    @observe("pull_missing")
+    def _pull_missing_changed(self, change: Mapping[str, Any]) -> None:
+        if self._manager is not None:
+            self._manager.pull_missing = change["new"]
+
     @property
     def manager(self) -> ModelManager:
         """The `ModelManager` the magics use (created on first use, with this config)."""
         if self._manager is None:
-            self._manager = ModelManager(HanaClient(url=self.url, parent=self))
+            self._manager = ModelManager(
+                HanaClient(url=self.url, parent=self), pull_missing=self.pull_missing
+            )
         return self._manager
 
     @line_cell_magic
@@ -227,11 +245,12 @@ class HanaMagics(Magics):
             for model in models
         ]
         board = StreamBoard(
-            [s.state for s in streams], markdown=self.markdown, live=not _is_terminal(self.shell)
+            [s.state for s in streams], markdown=self.markdown, live=not is_terminal(self.shell)
         )
         self.last_streams = board.states
         board.show()
-        task = background_loop().submit(_run_streams(streams))
+        pulls = CellPulls(client, insecure=args.insecure) if self.pull_missing else None
+        task = background_loop().submit(_run_streams(streams, pulls))
         try:
             board.pump(task, self.throttle)
         except KeyboardInterrupt:
@@ -336,7 +355,7 @@ class HanaMagics(Magics):
             "keep-alive": (self._keep_alive, 2, 2, "keep-alive MODEL DURATION"),
             "unload": (self._unload, 1, 1, "unload MODEL"),
             "create": (self._create, 2, 2, "create NAME FILE"),
-            "pull": (self._pull, 1, 1, "pull MODEL"),
+            "pull": (self._pull, 1, 2, "pull MODEL [--insecure]"),
             "reset": (self._reset, 0, 1, "reset [MODEL]"),
             "url": (self._url, 0, 0, "url"),
             "panel": (self._panel, 0, 0, "panel"),
@@ -374,15 +393,22 @@ class HanaMagics(Magics):
 
     def _create(self, name: str, path: str) -> None:
         view = ProgressView(
-            f"creating {name}", live=not _is_terminal(self.shell), throttle=self.throttle
+            f"creating {name}", live=not is_terminal(self.shell), throttle=self.throttle
         )
         self.manager.create(name, path, progress=view.update)
 
-    def _pull(self, model: str) -> None:
-        view = ProgressView(
-            f"pulling {model}", live=not _is_terminal(self.shell), throttle=self.throttle
-        )
-        self.manager.pull(model, progress=view.update)
+    def _pull(self, *words: str) -> None:
+        flags = {word for word in words if word.startswith("-")}
+        names = [word for word in words if not word.startswith("-")]
+        if flags - {"--insecure"} or len(names) != 1:
+            raise UsageError("usage: %hana pull MODEL [--insecure]")
+        bars = pull_bars(live=not is_terminal(self.shell))
+        try:
+            self.manager.pull(names[0], progress=bars, insecure="--insecure" in flags)
+        except KeyboardInterrupt:
+            raise HanaInterrupt("the pull was canceled; pulling again resumes it") from None
+        finally:
+            bars.close()
 
     def _reset(self, model: str | None = None) -> None:
         if model is None:
@@ -401,14 +427,27 @@ class HanaMagics(Magics):
         return HanaPanel(self.manager.client)
 
 
-async def _run_streams(streams: list[_Stream]) -> None:
-    """Run every stream at once; failures stay in their own state, the others go on."""
+async def _run_streams(streams: list[_Stream], pulls: CellPulls | None = None) -> None:
+    """Run every stream at once; failures stay in their own state, the others go on. A stream
+    whose model the server lacks waits for `pulls` to fetch it (one pull per model), then starts
+    again."""
+
+    async def answer(stream: _Stream) -> None:
+        async for chunk in stream.open():
+            stream.state.add(chunk)
 
     async def run(stream: _Stream) -> None:
         stream.state.start()
         try:
-            async for chunk in stream.open():
-                stream.state.add(chunk)
+            try:
+                await answer(stream)
+            except ModelNotFound:
+                if pulls is None or stream.state.first_chunk is not None:
+                    raise
+                stream.state.pulling(pulls.watch(stream.state.model))
+                await pulls.pull(stream.state.model)
+                stream.state.pulled()
+                await answer(stream)
             if stream.state.status != "done":
                 stream.state.end("error", "the server ended the answer early")
         except HanaError as exc:
@@ -428,11 +467,6 @@ def _split(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as exc:  # an unclosed quote
         raise UsageError(f"%hana: {exc}") from None
-
-
-def _is_terminal(shell: Any) -> bool:
-    # By name: importing IPython.terminal would pull in prompt_toolkit inside every kernel.
-    return any(cls.__name__ == "TerminalInteractiveShell" for cls in type(shell).__mro__)
 
 
 def _load_note(result: Answer) -> str:

@@ -4,6 +4,9 @@ List and inspect models, load them ahead of time (`warmup`), keep them loaded (`
 them (`unload`), and run many prompts at once (`parallel`). Each operation is a coroutine
 `async_x` with a blocking twin `x`, like `HanaClient`, on which it is built.
 
+A model the server does not have is pulled first by `generate` and `chat` (progress bars in the
+cell), as `ollama run` does; `pull_missing=False` turns that off.
+
 The load/unload verbs are Ollama's own conventions, so they work against any Ollama server too:
 an empty prompt only loads the model; an empty prompt with `keep_alive` sets how long it stays;
 `keep_alive=0` unloads it as soon as it is idle.
@@ -19,13 +22,19 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
+
+from traitlets import Bool
+from traitlets.config import LoggingConfigurable
 
 from hana_client import Answer, HanaClient
 from hana_client.sync import run_sync
 from hana_jupyter.display import Details, Records, model_table, runner_table
+from hana_jupyter.pulling import pull_bars
+from hana_protocol.errors import ModelNotFound
 
 #: One request of `parallel`: `(model, prompt)`, or a mapping with `model` and either `prompt` or
 #: `messages`, plus any argument of `HanaClient.async_generate` / `async_chat`.
@@ -34,7 +43,7 @@ ParallelRequest = tuple[str, str] | Mapping[str, Any]
 Progress = Callable[[dict[str, Any]], None]
 
 
-class ModelManager:
+class ModelManager(LoggingConfigurable):
     """Manage and use the models of one hana server.
 
     Parameters
@@ -43,7 +52,21 @@ class ModelManager:
         The client to use; by default a new `HanaClient(url=url)` (server discovered if no URL).
     """
 
-    def __init__(self, client: HanaClient | None = None, *, url: str | None = None) -> None:
+    pull_missing = Bool(
+        True,
+        help="generate/chat on a model the server does not have pull it first (progress bars "
+        "in the cell), as `ollama run` does. False: they raise ModelNotFound.",
+    ).tag(config=True)
+    insecure = Bool(
+        False,
+        help="Pull missing models over plain http (a registry on this machine or a LAN), as "
+        "`ollama pull --insecure`.",
+    ).tag(config=True)
+
+    def __init__(
+        self, client: HanaClient | None = None, *, url: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         self.client = client if client is not None else HanaClient(url=url)
 
     # ---- what is there --------------------------------------------------------------------------
@@ -91,18 +114,56 @@ class ModelManager:
     # ---- using ----------------------------------------------------------------------------------
 
     async def async_generate(self, model: str, prompt: str, **kwargs: Any) -> Answer:
-        """One completion; arguments of `HanaClient.async_stream_generate`."""
-        return await self.client.async_generate(model, prompt, **kwargs)
+        """One completion; arguments of `HanaClient.async_stream_generate`. A missing model is
+        pulled first (see `pull_missing`)."""
+        return await self._async_pulling_first(
+            model, lambda: self.client.async_generate(model, prompt, **kwargs)
+        )
 
-    generate = run_sync(async_generate)
+    def generate(self, model: str, prompt: str, **kwargs: Any) -> Answer:
+        """Sync twin of `async_generate`; a pull's bars are drawn on the caller's thread."""
+        return self._pulling_first(model, lambda: self.client.generate(model, prompt, **kwargs))
 
     async def async_chat(
         self, model: str, messages: list[Mapping[str, Any]], **kwargs: Any
     ) -> Answer:
-        """One chat answer; arguments of `HanaClient.async_stream_chat`."""
-        return await self.client.async_chat(model, messages, **kwargs)
+        """One chat answer; arguments of `HanaClient.async_stream_chat`. A missing model is
+        pulled first (see `pull_missing`)."""
+        return await self._async_pulling_first(
+            model, lambda: self.client.async_chat(model, messages, **kwargs)
+        )
 
-    chat = run_sync(async_chat)
+    def chat(self, model: str, messages: list[Mapping[str, Any]], **kwargs: Any) -> Answer:
+        """Sync twin of `async_chat`; a pull's bars are drawn on the caller's thread."""
+        return self._pulling_first(model, lambda: self.client.chat(model, messages, **kwargs))
+
+    async def _async_pulling_first(
+        self, model: str, ask: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
+        try:
+            return await ask()
+        except ModelNotFound:
+            if not self.pull_missing:
+                raise
+        bars = pull_bars()
+        try:
+            await self.async_pull(model, progress=bars, insecure=self.insecure)
+        finally:
+            bars.close()
+        return await ask()
+
+    def _pulling_first(self, model: str, ask: Callable[[], Answer]) -> Answer:
+        try:
+            return ask()
+        except ModelNotFound:
+            if not self.pull_missing:
+                raise
+        bars = pull_bars()
+        try:
+            self.pull(model, progress=bars, insecure=self.insecure)
+        finally:
+            bars.close()
+        return ask()
 
     async def async_parallel(
         self,
@@ -144,13 +205,21 @@ class ModelManager:
 
     # ---- the store ------------------------------------------------------------------------------
 
-    async def async_pull(self, model: str, progress: Progress | None = None) -> dict[str, Any]:
-        """Download `model` from its registry; `progress` gets each status chunk."""
-        return await _async_follow(self.client.async_stream_pull(model), progress)
+    async def async_pull(
+        self, model: str, progress: Progress | None = None, *, insecure: bool = False
+    ) -> dict[str, Any]:
+        """Download `model` from its registry (`insecure`: over plain http); `progress` gets each
+        status chunk (`hana_jupyter.pulling.pull_bars()` draws them as bars). Returns the last
+        one, `{"status": "success"}`. Cancelling closes the stream; the server keeps the partial
+        download for the next pull."""
+        chunks = self.client.async_stream_pull(model, insecure=insecure)
+        return await _async_follow(chunks, progress)
 
-    def pull(self, model: str, progress: Progress | None = None) -> dict[str, Any]:
+    def pull(
+        self, model: str, progress: Progress | None = None, *, insecure: bool = False
+    ) -> dict[str, Any]:
         """Sync twin of `async_pull`; `progress` is called on the caller's thread."""
-        return _follow(self.client.stream_pull(model), progress)
+        return _follow(self.client.stream_pull(model, insecure=insecure), progress)
 
     async def async_create(
         self, name: str, modelfile: str | Path, progress: Progress | None = None
@@ -170,13 +239,16 @@ class ModelManager:
         return _follow(self.client.stream_create_from_modelfile(name, modelfile), progress)
 
 
-def _follow(chunks: Iterator[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
+def _follow(chunks: Generator[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
     """Hand each status to `progress` (on this thread); return the last one."""
     last: dict[str, Any] = {}
-    for chunk in chunks:
-        last = chunk
-        if progress is not None:
-            progress(chunk)
+    # An interrupt may land in `progress` rather than in the wait for the next chunk: closing
+    # the stream here, not whenever the generator is collected, tells the server at once.
+    with closing(chunks):
+        for chunk in chunks:
+            last = chunk
+            if progress is not None:
+                progress(chunk)
     return last
 
 

@@ -43,6 +43,7 @@ _BADGE_COLORS = {
     "unloaded": "#8a8f98",
     "unknown": "#8a8f98",
     "queued": "#8e44ad",
+    "pulling": "#16a085",
     "loading": "#2f80ed",
     "ready": "#219653",
     "busy": "#e67e22",
@@ -104,12 +105,17 @@ class ModelRow(HBox):
     model = Unicode(help="Model name, as /api/tags lists it.")
     state = Unicode(
         "unloaded",
-        help="unloaded | queued | loading | ready | busy | expiring | unknown (no server).",
+        help="unloaded | pulling | queued | loading | ready | busy | expiring | unknown (no "
+        "server).",
     )
     in_flight = Int(0, help="Requests the runner is working on.")
     num_parallel = Int(0, help="Requests the runner can work on at once (0 when not loaded).")
     queued = Int(0, help="Requests waiting for this model.")
     load_progress = Float(0.0, help="Loading progress, 0..1.")
+    pull_progress = Float(
+        None, allow_none=True, help="Share of the model's pull done, 0..1; None when not pulling."
+    )
+    pull_bytes = Unicode("", help='Bytes of the pull so far, as shown ("113 MB / 250 MB").')
     pid = Int(None, allow_none=True, help="Runner process id; None when not loaded.")
     port = Int(None, allow_none=True, help="Runner's own localhost port; None when not loaded.")
     size = Int(0, help="Bytes of memory the runner is estimated to use (0 when not loaded).")
@@ -210,10 +216,25 @@ class ModelRow(HBox):
 
     # ---- server state (runs on the panel's loop thread only) ----------------------------------
 
-    def show(self, entry: Mapping[str, Any] | None, waiting: int, now: datetime) -> None:
-        """Show one `/api/ps` entry (None: not loaded) and the requests waiting for a runner."""
+    def show(
+        self,
+        entry: Mapping[str, Any] | None,
+        waiting: int,
+        now: datetime,
+        pull: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Show one `/api/ps` entry (None: not loaded), the requests waiting for a runner, and the
+        model's pull in progress (`{"total", "completed"}` bytes; None when none)."""
+        total = int(pull.get("total") or 0) if pull is not None else 0
+        completed = int(pull.get("completed") or 0) if pull is not None else 0
+        self.pull_progress = min(1.0, completed / total) if pull is not None and total else None
+        if pull is not None and self.pull_progress is None:
+            self.pull_progress = 0.0  # the manifest is not read yet: no total
+        self.pull_bytes = (
+            f"{format_size(completed)} / {format_size(total)}" if pull is not None and total else ""
+        )
         if entry is None:
-            self.state = "queued" if waiting else "unloaded"
+            self.state = "pulling" if pull is not None else "queued" if waiting else "unloaded"
             self.in_flight = self.num_parallel = self.size = self.context_length = 0
             self.queued = waiting
             self.load_progress = 0.0
@@ -276,6 +297,8 @@ class ModelRow(HBox):
         return f"unloads in {format_duration(left)}" if left >= 0.5 else "unloading…"
 
     def _badge_text(self) -> str:
+        if self.state == "pulling":
+            return f"pulling {self.pull_progress or 0.0:.0%}"
         if self.state == "loading":
             text = f"loading {self.load_progress:.0%}"
         elif self.state == "busy":
@@ -289,9 +312,12 @@ class ModelRow(HBox):
     def _paint(self, now: datetime | None) -> None:
         loaded = self.pid is not None
         self.badge.value = badge_html(self._badge_text(), self.state)
-        self.progress.value = self.load_progress
-        self.progress.layout.display = "" if self.state == "loading" else "none"
-        self.runner_label.value = f"pid {self.pid} · :{self.port}" if loaded else ""
+        pulling = self.state == "pulling"
+        self.progress.value = (self.pull_progress or 0.0) if pulling else self.load_progress
+        self.progress.layout.display = "" if self.state in ("loading", "pulling") else "none"
+        self.runner_label.value = (
+            f"pid {self.pid} · :{self.port}" if loaded else self.pull_bytes if pulling else ""
+        )
         self.memory_label.value = format_size(self.size) if self.size else ""
         self.context_label.value = str(self.context_length) if self.context_length else ""
         speed = self.tokens_per_second
@@ -300,10 +326,12 @@ class ModelRow(HBox):
         self.custom_keep_alive.layout.display = "" if custom else "none"
         known = self.state != "unknown"
         self.warm_button.disabled = (
-            not known or self.busy_action or self.state in ("loading", "ready", "busy")
+            not known or self.busy_action or self.state in ("pulling", "loading", "ready", "busy")
         )
         self.unload_button.disabled = (
-            not known or self.busy_action or self.state in ("unloaded", "queued", "expiring")
+            not known
+            or self.busy_action
+            or self.state in ("unloaded", "pulling", "queued", "expiring")
         )
         if self.error:
             self.message.value = (

@@ -2,7 +2,8 @@
 
 Where updates come from: the server's event stream (`HanaClient.events()`, server-sent events).
 Its first event is the current state, each later one a new state after a change (load progress,
-a request admitted or finished, an unload), so the panel never polls; a second-by-second tick
+a request admitted or finished, an unload) or a pull's progress (`pull` events, below), so the
+panel never polls; a second-by-second tick
 only advances the keep-alive countdowns, locally. Several panels, in one kernel or many, show the
 same thing because each follows the server, not its own bookkeeping.
 
@@ -134,6 +135,9 @@ class HanaPanel(VBox):
         self._installed: list[str] = []
         self._runners: dict[str, dict[str, Any]] = {}
         self._waiting: dict[str, int] = {}
+        # Pulls in progress by model name: {"total", "completed"} bytes (from /api/hana/status at
+        # connect, then from `pull` events).
+        self._pulls: dict[str, dict[str, Any]] = {}
         self._default_keep_alive: float | None = None
         self._cpus: int | None = None
         self._dirty: asyncio.Event | None = None
@@ -268,6 +272,7 @@ class HanaPanel(VBox):
         models, status = await asyncio.gather(self.client.async_models(), self._status())
         self._installed = [str(m["name"]) for m in models]
         if status is not None:
+            self._pulls = {str(p["model"]): dict(p) for p in status.get("pulls") or []}
             self._cpus = status.get("cpus")
             self._default_keep_alive = _seconds(status.get("settings", {}).get("keep_alive"))
         self._changed()
@@ -289,6 +294,8 @@ class HanaPanel(VBox):
             unknown = (set(self._runners) | set(self._waiting)) - set(self._installed)
             if unknown:  # created since we listed the models
                 self._spawn(self._reload_installed())
+        elif kind == "pull":
+            self._apply_pull(event)
         elif kind in ("crashed", "load_failed"):
             row = self._rows.get(str(event.get("model")))
             if row is not None:
@@ -298,6 +305,25 @@ class HanaPanel(VBox):
                     else f"load failed: {event.get('error')}"
                 )
         self._changed()
+
+    def _apply_pull(self, event: Mapping[str, Any]) -> None:
+        """A `pull` event: `{"event": "pull", "model", "status": "pulling" | "success" | "error",
+        "total", "completed", "error"?}`."""
+        model, status = str(event.get("model")), event.get("status")
+        if status == "pulling":
+            self._pulls[model] = {"total": event.get("total"), "completed": event.get("completed")}
+            return
+        self._pulls.pop(model, None)
+        if status == "success":
+            # Installed now: keep its row (newest first, as /api/tags lists it) rather than drop
+            # it until the list is read again.
+            if model not in self._installed:
+                self._installed.insert(0, model)
+            self._spawn(self._reload_installed())
+        elif status == "error" and event.get("error") != "pull canceled":
+            row = self._rows.get(model)
+            if row is not None:  # an installed model whose update failed keeps its row
+                row.error = f"pull failed: {event.get('error')}"
 
     async def _reload_installed(self) -> None:
         # A failure here needs no report: the event stream notices a dead server and says so.
@@ -334,14 +360,18 @@ class HanaPanel(VBox):
     def _render(self) -> None:
         if self._closing:
             return
-        names = list(dict.fromkeys([*self._installed, *self._runners, *self._waiting]))
+        names = list(
+            dict.fromkeys([*self._installed, *self._runners, *self._waiting, *self._pulls])
+        )
         for gone in set(self._rows) - set(names):
             close_tree(self._rows.pop(gone))
         now = datetime.now(UTC)
         for name in names:
             row = self._rows.get(name) or self._new_row(name)
             if self.connected:
-                row.show(self._runners.get(name), self._waiting.get(name, 0), now)
+                row.show(
+                    self._runners.get(name), self._waiting.get(name, 0), now, self._pulls.get(name)
+                )
             else:
                 row.show_unknown()
         # Loaded first, each group in the stable order of /api/tags (the server's own order
@@ -380,6 +410,8 @@ class HanaPanel(VBox):
         parts = [f"{loaded} loaded", f"{busy} busy"]
         if waiting:
             parts.append(f"{waiting} queued")
+        if self._pulls:
+            parts.append(f"{len(self._pulls)} pulling")
         if self._cpus:
             parts.append(f"{self._cpus} CPUs")
         return " · ".join(parts)

@@ -141,10 +141,40 @@ def cmd_show(args: argparse.Namespace) -> None:
     print()
 
 
+def cmd_pull(args: argparse.Namespace) -> None:
+    pull_with_bars(connect(), args.model, insecure=args.insecure)
+
+
+def pull_with_bars(client: HanaClient, model: str, *, insecure: bool = False) -> None:
+    """Pull `model`, drawing `ollama pull`'s progress on stderr: a bar per layer, then the
+    statuses. Ctrl-C closes the stream; the server keeps what it fetched for the next pull."""
+    from hana_client.pull_progress import PullBars
+
+    bars = PullBars(file=sys.stderr)
+    chunks = client.stream_pull(model, insecure=insecure)
+    try:
+        for chunk in chunks:
+            bars(chunk)
+    finally:
+        chunks.close()  # Ctrl-C may land in the drawing: close the stream now, not at exit
+        bars.close()
+
+
+def ensure_model(client: HanaClient, model: str, *, insecure: bool = False) -> None:
+    """Pull `model` first if the server does not have it, as `ollama run` does."""
+    from hana_protocol.errors import ModelNotFound
+
+    try:
+        client.show(model)
+    except ModelNotFound:
+        pull_with_bars(client, model, insecure=insecure)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from hana_client import Answer
 
     client = connect()
+    ensure_model(client, args.model, insecure=args.insecure)
     prompt = " ".join(args.prompt) if args.prompt else None
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
@@ -247,7 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", nargs="*")
     run.add_argument("--keepalive", help="how long to keep the model loaded, e.g. 5m")
     run.add_argument("--verbose", action="store_true", help="print timings")
+    run.add_argument("--insecure", action="store_true", help="pull a missing model over plain http")
     run.set_defaults(func=cmd_run)
+
+    pull = verbs.add_parser("pull", help="pull a model from a registry")
+    pull.add_argument("model")
+    pull.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk to the registry over plain http (a registry on this machine or a LAN)",
+    )
+    pull.set_defaults(func=cmd_pull)
 
     create = verbs.add_parser("create", help="create a model from a Modelfile")
     create.add_argument("model")

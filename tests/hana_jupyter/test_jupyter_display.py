@@ -8,6 +8,7 @@ import pytest
 
 from hana_client import Answer
 from hana_client.payload import keep_alive_value
+from hana_client.pull_progress import PullProgress
 from hana_jupyter.display import StreamBoard, StreamState, model_table, runner_table
 from hana_jupyter.magics import expand_fields
 from hana_protocol.formatting import format_relative, format_size
@@ -137,3 +138,61 @@ def test_terminal_board_prints_a_single_stream_as_it_grows(
     state.add({"response": "", "done": True, "eval_count": 2, "eval_duration": 10**9})
     board.refresh()
     assert capsys.readouterr().out == "Hello\n[tiny:a · 2 tokens · 2.0 tokens/s]\n"
+
+
+PULL = [
+    {"status": "pulling manifest"},
+    {"status": "pulling 0123456789ab", "digest": "sha256:0123456789ab" + "0" * 52, "total": 2000},
+    {
+        "status": "pulling 0123456789ab",
+        "digest": "sha256:0123456789ab" + "0" * 52,
+        "total": 2000,
+        "completed": 1000,
+    },
+    {"status": "verifying sha256 digest"},
+    {"status": "success"},
+]
+
+
+def test_terminal_board_prints_each_step_of_a_pull_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = StreamState("m:1", "m:1")
+    board = StreamBoard([state], markdown=True, live=False)
+    board.show()
+    progress = PullProgress("m:1")
+    state.pulling(progress)
+    for chunk in [*PULL[:3], PULL[2], *PULL[3:]]:
+        progress.add(chunk)
+        board.refresh()
+    state.pulled()
+    state.add({"response": "Hi", "done": False})
+    board.refresh()
+    assert capsys.readouterr().out.splitlines() == [
+        "pulling manifest",
+        "pulling 0123456789ab",
+        "verifying sha256 digest",
+        "success",
+        "Hi",
+    ]
+
+
+def test_a_pull_renders_as_bars_then_its_summary_follows_the_answer() -> None:
+    state = StreamState("m:1", "m:1")
+    progress = PullProgress("m:1")
+    state.pulling(progress)
+    for chunk in PULL[:3]:
+        progress.add(chunk)
+    view = state.render(markdown=True, header=False)
+    plain = view["text/plain"].splitlines()
+    assert plain[:2] == ["pulling m:1…", "pulling manifest"]
+    assert plain[2].startswith("pulling 0123456789ab:  50%|")
+    assert "| 1.00k/2.00k [00:00<00:00, " in plain[2]  # done/total [elapsed<left, rate]
+    assert view["text/markdown"].startswith("*pulling m:1…*\n\n```\npulling manifest\n")
+    for chunk in PULL[3:]:
+        progress.add(chunk)
+    state.pulled()
+    assert state.render(markdown=False, header=False)["text/plain"] == "loading m:1…"
+    state.add({"response": "Hi", "done": True, "eval_count": 1, "eval_duration": 10**9})
+    footer = state.render(markdown=False, header=False)["text/plain"].splitlines()[-1]
+    assert footer.startswith(f"[m:1 · 1 tokens · 1.0 tokens/s · pulled {format_size(1000)} in ")

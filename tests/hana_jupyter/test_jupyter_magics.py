@@ -120,6 +120,7 @@ def _one_line_error(
 
 
 def test_unknown_model_is_one_line(shell: InteractiveShell, capsys: pytest.CaptureFixture) -> None:
+    shell.run_line_magic("config", "HanaMagics.pull_missing = False")
     line, error = _one_line_error(shell, capsys, "%%hana nope:1\nHello")
     assert line == "hana: model 'nope:1' not found"
     assert isinstance(error, HanaMagicError)
@@ -150,6 +151,7 @@ def test_bad_options_are_one_line(shell: InteractiveShell, capsys: pytest.Captur
 def test_partial_failure_keeps_the_good_answers(
     shell: InteractiveShell, capsys: pytest.CaptureFixture
 ) -> None:
+    shell.run_line_magic("config", "HanaMagics.pull_missing = False")
     line, _ = _one_line_error(shell, capsys, f"%%hana {MODEL_A} nope:1 -n 5 -o mixed\nHello")
     assert line == "hana: 1 of 2 requests failed (see above)"
     good, bad = _outputs(shell).values()

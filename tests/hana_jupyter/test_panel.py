@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from kernel_side import big_model
+from registry_server import LoopbackRegistry
 from server_harness import HanaServerProcess, wait_for
 from traitlets import All
 
@@ -334,6 +337,40 @@ def test_unreachable_server_then_reconnect(
     start_own_server(port=first.port)  # back on the same address
     wait_for(lambda: panel.connected and a.state == "unloaded", 60)
     assert "unreachable" not in panel.status
+
+
+def test_a_model_being_pulled_shows_its_percentage(
+    server: HanaServerProcess, make_panel: Callable, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    weights = big_model(registry, tmp_path).blob("model")
+    name = registry.name("big")
+    registry.hold(weights.digest, after=9_000_000)
+    panel = make_panel()
+    wait_for(lambda: panel.connected)
+    pulling = threading.Thread(
+        target=lambda: server.http.post("/api/pull", json={"model": name, "insecure": True})
+    )
+    pulling.start()
+    try:
+        big = row(panel, name)  # a row appears for a model that is not installed yet
+        states = record(big, "state")
+        wait_for(lambda: 0.5 < (big.pull_progress or 0) < 1, 20)  # held after 9 of 12 MB
+        assert big.state == "pulling" and big.badge.value.count("pulling ") == 1
+        assert f"pulling {big.pull_progress:.0%}" in big.badge.value
+        assert big.progress.layout.display == "" and big.progress.value == big.pull_progress
+        assert re.fullmatch(r"\d+ MB / 12 MB", big.runner_label.value)
+        assert big.warm_button.disabled and big.unload_button.disabled
+        assert "1 pulling" in panel.status
+        # A panel opened mid-pull shows it too (from /api/hana/status).
+        late = make_panel()
+        wait_for(lambda: (late.rows.get(name) is not None) and late.rows[name].state == "pulling")
+    finally:
+        registry.release()
+        pulling.join(60)
+    wait_for(lambda: big.state == "unloaded" and big.pull_progress is None, 20)
+    assert "pulling" in states and name in panel.rows  # installed now: the row stays
+    assert not big.warm_button.disabled
+    server.http.request("DELETE", "/api/delete", json={"model": name})
 
 
 def test_close_stops_following(server: HanaServerProcess, make_panel: Callable) -> None:

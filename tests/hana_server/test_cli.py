@@ -56,7 +56,8 @@ def test_create_list_show_run_ps_stop_rm(server: HanaServerProcess, tmp_path: Pa
 
 
 def test_errors_are_one_line(server: HanaServerProcess) -> None:
-    missing = hana(server, "run", "nope", "hi")
+    # (`run` would pull a missing model first: test_cli_pull.py; `show` only looks.)
+    missing = hana(server, "show", "nope")
     assert missing.returncode == 1
     assert missing.stderr.strip() == "Error: model 'nope' not found"
 
