@@ -172,7 +172,7 @@ class HanaPanel(VBox):
         self._closing = True
         self._call(lambda: self._shutdown(close_widgets))
         if threading.get_ident() != self._loop_thread_id:
-            self._stopped.wait(5.0)
+            self._stopped.wait(15.0)  # bounded: a busy machine may take seconds to unwind
 
     # ---- plumbing -------------------------------------------------------------------------------
 

@@ -353,8 +353,7 @@ def test_a_model_being_pulled_shows_its_percentage(
     pulling.start()
     try:
         big = row(panel, name)  # a row appears for a model that is not installed yet
-        states = record(big, "state")
-        wait_for(lambda: 0.5 < (big.pull_progress or 0) < 1, 20)  # held after 9 of 12 MB
+        wait_for(lambda: 0.5 < (big.pull_progress or 0) < 1, 60)  # held after 9 of 12 MB
         assert big.state == "pulling" and big.badge.value.count("pulling ") == 1
         assert f"pulling {big.pull_progress:.0%}" in big.badge.value
         assert big.progress.layout.display == "" and big.progress.value == big.pull_progress
@@ -368,7 +367,7 @@ def test_a_model_being_pulled_shows_its_percentage(
         registry.release()
         pulling.join(60)
     wait_for(lambda: big.state == "unloaded" and big.pull_progress is None, 20)
-    assert "pulling" in states and name in panel.rows  # installed now: the row stays
+    assert name in panel.rows  # installed now: the row stays
     assert not big.warm_button.disabled
     server.http.request("DELETE", "/api/delete", json={"model": name})
 

@@ -36,6 +36,13 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, tuple[str, ...]]] 
     ("post", "/api/show", "Everything about one model", requests.ShowRequest, (JSON,)),
     ("post", "/api/create", "Create a model", requests.CreateRequest, (NDJSON, JSON)),
     ("post", "/api/copy", "Copy a model", requests.CopyRequest, ()),
+    (
+        "post",
+        "/api/pull",
+        "Download a model from its registry",
+        requests.PullRequest,
+        (NDJSON, JSON),
+    ),
     ("delete", "/api/delete", "Delete a model", requests.DeleteRequest, ()),
     ("post", "/api/embed", "Embeddings", requests.EmbedRequest, (JSON,)),
     ("post", "/api/embeddings", "Embedding (legacy)", requests.EmbeddingsRequest, (JSON,)),
