@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def round_stats(rounds: Sequence[Sequence[Stream]]) -> dict[str, Any]:
     }
 
 
-class ServerProcess:
+class ServerProcess(ABC):
     """A server subprocess on a free loopback port, in its own session, logging to a file."""
 
     name = "server"
@@ -125,8 +126,9 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The command line that starts this server on `self.port`."""
 
     def start(self, timeout: float = 120.0) -> float:
         """Start and wait until it answers; returns the seconds that took."""
