@@ -97,6 +97,16 @@ class HanaSettings(LoggingConfigurable):
         0, help="Compute threads for all runners together; 0 = the cores this process may use."
     ).tag(config=True)
 
+    runner_niceness = Int(
+        help="How far below the server's CPU priority runners compute (0-19; 0 = the same). "
+        "Keeps the API, Jupyter and kernels responsive while models generate on few cores; "
+        "costs nothing when the CPU is otherwise idle ($HANA_RUNNER_NICENESS, default 10)."
+    ).tag(config=True)
+
+    @default("runner_niceness")
+    def _default_runner_niceness(self) -> int:
+        return min(max(env_int("HANA_RUNNER_NICENESS", fallback=10), 0), 19)
+
     thread_budget = Bool(
         help="Split the cores among busy runners so their compute threads never sum above the "
         "cores ($HANA_THREAD_BUDGET=0 turns it off: every runner then uses all cores)."

@@ -35,7 +35,7 @@ class HanaService:
         self.settings = settings
         self.store = ModelStore(Path(settings.models_dir).expanduser())
         self.scheduler = Scheduler(
-            launcher=launcher or ProcessLauncher(),
+            launcher=launcher or ProcessLauncher(niceness=settings.runner_niceness),
             default_keep_alive=settings.default_keep_alive_seconds,
             max_loaded_models=settings.max_loaded_models,
             num_parallel=settings.num_parallel,

@@ -68,3 +68,12 @@ def test_every_setting_is_documented() -> None:
         "port",
     } <= set(traits)
     assert all(trait.help for trait in traits.values())
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 10), ("0", 0), ("5", 5), ("40", 19)])
+def test_runner_niceness(monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int) -> None:
+    if value is None:
+        monkeypatch.delenv("HANA_RUNNER_NICENESS", raising=False)
+    else:
+        monkeypatch.setenv("HANA_RUNNER_NICENESS", value)
+    assert HanaSettings().runner_niceness == expected

@@ -7,6 +7,7 @@ Runner errors become hana errors: a 400 is the request's fault (`InvalidRequest`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,6 +55,10 @@ class RunnerClient:
                     message = json.loads(line)
                     if "error" in message:
                         raise RunnerFailed(f"runner error: {message['error']}")
+                    # Lines already buffered are read without a trip through the event loop, so
+                    # a fast runner would keep this task running for a whole answer: give the
+                    # other requests their turn at every message.
+                    await asyncio.sleep(0)
                     yield message
                     if message.get("done"):
                         return

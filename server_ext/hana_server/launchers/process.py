@@ -89,6 +89,7 @@ class RunnerProcess:
         embedding: bool = False,
         swa_full: bool = False,
         batch_size: int = 512,
+        niceness: int = 0,
         log: logging.Logger | None = None,
         python: str = sys.executable,
         extra_env: dict[str, str] | None = None,
@@ -117,6 +118,8 @@ class RunnerProcess:
             str(batch_size),
             "--parent-pid",
             str(os.getpid()),
+            "--niceness",
+            str(niceness),
         ]
         if embedding:
             command.append("--embedding")
@@ -130,7 +133,10 @@ class RunnerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            start_new_session=True,  # its own process group: terminal signals do not reach it
+            # Its own process group, so terminal signals do not reach it, but the server's session:
+            # with Linux autogroups, a session of its own would get as much CPU as the whole
+            # server's session, however low its nice value (see runner/priority.py).
+            process_group=0,
         )
         log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         stderr_task = asyncio.create_task(_read_log(process.stderr, log, log_tail, process.pid))
@@ -241,7 +247,7 @@ def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        # The runner leads its own group (start_new_session); signal the group so that nothing it
+        # The runner leads its own process group; signal the group so that nothing it
         # might have started survives it.
         os.killpg(process.pid, signum)
 
@@ -295,7 +301,9 @@ async def _drain(stream: asyncio.StreamReader | None) -> None:
 class ProcessLauncher:
     """The real `RunnerLauncher`: each runner is a `python -m hana_server.runner` process."""
 
-    def __init__(self, *, log: logging.Logger | None = None) -> None:
+    def __init__(self, *, niceness: int = 0, log: logging.Logger | None = None) -> None:
+        """`niceness`: how far below the server's CPU priority runners compute."""
+        self.niceness = niceness
         self.log = log
 
     async def launch(self, spec: RunnerSpec, *, threads: int) -> RunnerProcess:
@@ -306,5 +314,6 @@ class ProcessLauncher:
             threads=threads,
             embedding=spec.embedding,
             swa_full=spec.swa_full,
+            niceness=self.niceness,
             log=self.log,
         )

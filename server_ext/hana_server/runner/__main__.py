@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from tornado.netutil import bind_sockets
 
+from hana_server.runner.priority import lower_priority
 from hana_server.runner.settings import SECRET_ENV, RunnerSettings, parse_args
 from hana_server.runner.watchdog import install_parent_watchdog
 
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # and other runners need (measured here: 2 threads fell from ~11 to 2-9 tok/s under load; with
     # PASSIVE they keep ~11). Costs a few percent on an idle machine; set OMP_WAIT_POLICY to choose.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    lower_priority(settings.niceness)  # before any thread exists: threads inherit it
     install_parent_watchdog(settings.parent_pid)
     sockets = bind_sockets(0, "127.0.0.1")
     port = sockets[0].getsockname()[1]

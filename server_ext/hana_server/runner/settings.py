@@ -21,6 +21,7 @@ class RunnerSettings:
     embedding: bool = False
     swa_full: bool = False
     parent_pid: int | None = None
+    niceness: int = 0
 
 
 def _positive(text: str) -> int:
@@ -48,6 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         "--swa-full", action="store_true", help="full-size sliding-window cache (prefix reuse)"
     )
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies")
+    parser.add_argument(
+        "--niceness", type=int, default=0, help="lower the CPU priority by this much (0-19)"
+    )
     args = parser.parse_args(argv)
     return RunnerSettings(
         model=args.model,
@@ -58,4 +62,5 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         embedding=args.embedding,
         swa_full=args.swa_full,
         parent_pid=args.parent_pid,
+        niceness=min(max(args.niceness, 0), 19),
     )

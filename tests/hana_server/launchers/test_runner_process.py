@@ -43,6 +43,23 @@ async def test_terminate_leaves_no_process(tiny_gguf_path: Path) -> None:
     assert await runner.terminate() == 0  # idempotent
 
 
+async def test_runner_computes_below_the_server_priority_in_its_session(
+    tiny_gguf_path: Path,
+) -> None:
+    # Nice value and compute threads: the API must keep answering while models compute. Same
+    # session as the server: with Linux autogroups a session of its own would get as much CPU
+    # as the whole server, however nice.
+    runner = await start_ready(tiny_gguf_path, threads=2, niceness=7)
+    try:
+        process = psutil.Process(runner.pid)
+        assert process.nice() == os.nice(0) + 7
+        assert {psutil.Process(t.id).nice() for t in process.threads()} == {os.nice(0) + 7}
+        assert os.getsid(runner.pid) == os.getsid(0)
+        assert os.getpgid(runner.pid) == runner.pid
+    finally:
+        await runner.terminate()
+
+
 async def test_terminate_during_a_stream(tiny_gguf_path: Path) -> None:
     runner = await start_ready(tiny_gguf_path, ctx_size=4096)
     stream = runner.client.completion({"prompt": "x", "options": {"num_predict": 4000}})
