@@ -1,0 +1,150 @@
+"""The rule-based task classifier: how complex is this request, and why.
+
+Cheap (regular expressions over the text, no tokenizer, no model) and explainable (each rule that
+fired is named in the reason). Points are added for what makes a task harder and taken away for
+what marks an easy one; the sum picks a level:
+
+| signal | points |
+|---|---|
+| length of prompt + system + history, ~4 characters per token: >=100 / >=300 / >=1500 tokens | +1 / +2 / +4 |
+| multi-step reasoning asked for: step by step, prove, derive, design a, trade-offs, complexity | +4 |
+| reasoning asked for: analyze, justify, constraints, optimize, recommend, which option | +3 |
+| explanation or writing asked for: explain, why, compare, summarize, draft, pros and cons | +2 |
+| code: a fence, lines that look like code, or a request to write/fix/implement code | +2 |
+| maths: LaTeX, integrals, derivatives, equations, arithmetic, percentages, 4+ numbers | +2 |
+| several instructions in one prompt (3+ distinct task verbs) | +2 |
+| a short prompt that asks for a fact, a definition, a translation or a small rewrite | -1 |
+
+Level 0 (simple) up to 1 point, 1 (medium) at 2-3, 2 (complex) from 4. A score that sits exactly
+on a level's lower edge (2 or 4) is "unsure": one point less and the level would drop, so a
+grading model may be asked (see grading.py). Token counts are approximate on purpose: a real
+tokenizer lives in a runner process, and a round trip there would cost more than routing may.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+LEVELS = ("simple", "medium", "complex")
+CHARS_PER_TOKEN = 4  # English prose with llama/gemma vocabularies; code and CJK run denser
+LENGTH_POINTS = ((1500, 4), (300, 2), (100, 1))
+SIMPLE_MAX_TOKENS = 60
+MEDIUM_FROM, COMPLEX_FROM = 2, 4
+
+_I = re.IGNORECASE
+DEEP_REASONING = re.compile(
+    r"step[- ]by[- ]step|\b(each|every) step\b|\bprove\b|\bproof\b|\bderive\b|\bshow that\b"
+    r"|\brigorous|trade-?offs?\b|\bdesign (a|an|the)\b|\barchitecture\b|\bfailure modes\b"
+    r"|\brace conditions?\b|\b(time|space) complexity\b|\bcomplexity\b.*\bO\(|\bO\(.*\bcomplexity\b",
+    _I,
+)
+REASONING = re.compile(
+    r"\bjustif(y|ication)\b|\banaly[sz]e\b|\bconstraints?\b|\boptimi[sz]e\b|\brecommend\b"
+    r"|\bwhich option\b|\bshould we\b",
+    _I,
+)
+EXPLAIN = re.compile(
+    r"\bexplain\b|\bwhy\b|\bcompare\b|\bdifference between\b|\bsummari[sz]e\b|\bdraft\b"
+    r"|\bpros and cons\b|\bfor and against\b|\bhow (does|do|would|can)\b|\bwrite (a|an) "
+    r"(email|letter|essay|story|paragraph|report)\b|\bfor a \w+-year-old\b",
+    _I,
+)
+CODE_REQUEST = re.compile(
+    r"\b(write|implement|create|code) (a|an|the)?\s*(\w+ )?(function|class|script|program|query"
+    r"|regex|method|module|test)s?\b|\bimplement\b|\brefactor\b|\bfix the bug\b|\bdebug\b"
+    r"|\bsql\b|\bregex\b|\bunit tests?\b|\bwhat does this code\b",
+    _I,
+)
+CODE_LINE = re.compile(
+    r"^\s*(def |class |import |from \S+ import|function |const |let |var |#include|return\b"
+    r"|for\s*\(|if\s*\(|public |private |SELECT |\}|.*;\s*$|.*\)\s*\{\s*$|.*=>)",
+    re.MULTILINE,
+)
+MATH = re.compile(
+    r"\\(frac|int|sum|sqrt|lim|prod|partial)|\$[^$\n]+\$|[∫∑√∞≤≥≠]|\bintegra(l|tion)\b"
+    r"|\bderivative\b|\bequations?\b|\bextrem(a|um)\b|\bmatri(x|ces)\b|\beigen|\bprobability\b"
+    r"|\bprimes?\b|\birrational\b|\d\s*[+*/^=]\s*\d|\d\s+-\s+\d|\b\d+(\.\d+)?\s*%|\bx\^\d",
+    _I,
+)
+TASK_VERBS = re.compile(
+    r"\b(explain|write|give|list|analy[sz]e|discuss|show|find|determine|sketch|compute"
+    r"|recommend|check|implement|design|consider|summari[sz]e|compare|reason|describe"
+    r"|justify|evaluate|prove|derive|test|keep)\b",
+    _I,
+)
+FENCED = re.compile(r"```.*?(```|\Z)", re.DOTALL)
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*")
+WORD_PROBLEM_NUMBERS = 4  # four quantities in one prompt: a word problem, not a lookup
+SIMPLE_ASK = re.compile(
+    r"^\s*(what is|what's|what are|who|when|where|how many|how much|define|translate|list"
+    r"|give me|convert|fix the grammar|correct|rewrite|rephrase|make this|name|hi\b|hello"
+    r"|hey\b|thanks|thank you)",
+    _I,
+)
+
+
+def approx_tokens(text: str) -> int:
+    """Tokens of `text` estimated from its length (see CHARS_PER_TOKEN)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+@dataclass
+class Verdict:
+    """The classifier's answer: a level, the points behind it, and the rules that fired."""
+
+    level: int
+    score: int
+    tokens: int
+    signals: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return LEVELS[self.level]
+
+    @property
+    def unsure(self) -> bool:
+        """On a level's lower edge: one point less would have chosen the cheaper level."""
+        return self.score in (MEDIUM_FROM, COMPLEX_FROM)
+
+    @property
+    def reason(self) -> str:
+        rules = ", ".join(self.signals) if self.signals else "no markers"
+        return f"{self.name}: {rules} (score {self.score}, ~{self.tokens} tokens)"
+
+
+def classify(prompt: str, context: str = "") -> Verdict:
+    """Grade `prompt` (the user's latest request); `context` (system prompt, earlier turns,
+    suffix) counts for the length only, so an old code block does not make a greeting complex."""
+    tokens = approx_tokens(prompt) + approx_tokens(context)
+    score, signals = 0, []
+
+    def add(points: int, signal: str) -> None:
+        nonlocal score
+        score += points
+        signals.append(f"{signal} {points:+d}")
+
+    for limit, points in LENGTH_POINTS:
+        if tokens >= limit:
+            add(points, f"~{tokens} tokens")
+            break
+    if DEEP_REASONING.search(prompt):
+        add(4, "multi-step reasoning asked")
+    elif REASONING.search(prompt):
+        add(3, "reasoning asked")
+    elif EXPLAIN.search(prompt):
+        add(2, "explanation asked")
+    if "```" in prompt or len(CODE_LINE.findall(prompt)) >= 2 or CODE_REQUEST.search(prompt):
+        add(2, "code")
+    # Operators and numbers inside a code block are code, not maths.
+    prose = FENCED.sub(" ", prompt)
+    if MATH.search(prose) or len(NUMBER.findall(prose)) >= WORD_PROBLEM_NUMBERS:
+        add(2, "maths")
+    verbs = {match.lower() for match in TASK_VERBS.findall(prose)}
+    if len(verbs) >= 3:
+        add(2, f"{len(verbs)} instructions")
+    if tokens < SIMPLE_MAX_TOKENS and SIMPLE_ASK.search(prompt) and score <= MEDIUM_FROM:
+        add(-1, "short factual/rewrite ask")
+    level = 2 if score >= COMPLEX_FROM else 1 if score >= MEDIUM_FROM else 0
+    return Verdict(level, score, tokens, signals)
