@@ -6,10 +6,10 @@ what marks an easy one; the sum picks a level:
 
 | signal | points |
 |---|---|
-| length of prompt + system + history, ~4 characters per token: >=100 / >=300 / >=1500 tokens | +1 / +2 / +4 |
-| multi-step reasoning asked for: step by step, prove, derive, design a, trade-offs, complexity | +4 |
-| reasoning asked for: analyze, justify, constraints, optimize, recommend, which option | +3 |
-| explanation or writing asked for: explain, why, compare, summarize, draft, pros and cons | +2 |
+| length (prompt + system + history, ~4 chars a token): >=100 / >=300 / >=1500 tokens | +1/+2/+4 |
+| multi-step reasoning: step by step, prove, derive, design a, trade-offs, complexity | +4 |
+| reasoning: analyze, justify, constraints, optimize, recommend, which option | +3 |
+| explanation or writing: explain, why, compare, summarize, draft, pros and cons | +2 |
 | code: a fence, lines that look like code, or a request to write/fix/implement code | +2 |
 | maths: LaTeX, integrals, derivatives, equations, arithmetic, percentages, 4+ numbers | +2 |
 | several instructions in one prompt (3+ distinct task verbs) | +2 |
@@ -37,7 +37,8 @@ _I = re.IGNORECASE
 DEEP_REASONING = re.compile(
     r"step[- ]by[- ]step|\b(each|every) step\b|\bprove\b|\bproof\b|\bderive\b|\bshow that\b"
     r"|\brigorous|trade-?offs?\b|\bdesign (a|an|the)\b|\barchitecture\b|\bfailure modes\b"
-    r"|\brace conditions?\b|\b(time|space) complexity\b|\bcomplexity\b.*\bO\(|\bO\(.*\bcomplexity\b",
+    r"|\brace conditions?\b|\b(time|space) complexity\b"
+    r"|\bcomplexity\b.*\bO\(|\bO\(.*\bcomplexity\b",
     _I,
 )
 REASONING = re.compile(

@@ -44,11 +44,7 @@ class Grade:
 
 def smallest_loaded(runners: Iterable[RunnerSnapshot]) -> str | None:
     """The loaded, ready model with the fewest bytes that can complete text, or None."""
-    ready = [
-        r
-        for r in runners
-        if r.phase == "ready" and "completion" in r.model.capabilities
-    ]
+    ready = [r for r in runners if r.phase == "ready" and "completion" in r.model.capabilities]
     if not ready:
         return None
     return min(ready, key=lambda r: (r.model.size, r.name)).name

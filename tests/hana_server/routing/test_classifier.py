@@ -37,7 +37,9 @@ def test_the_labelled_set_covers_every_kind_and_tier() -> None:
 
 def test_accuracy_on_the_labelled_set_stays_above_the_floor() -> None:
     cases = labelled()
-    misses = [(c["label"], verdict_of(c), c["prompt"][:60]) for c in cases if verdict_of(c) != c["label"]]
+    misses = [
+        (c["label"], verdict_of(c), c["prompt"][:60]) for c in cases if verdict_of(c) != c["label"]
+    ]
     accuracy = 1 - len(misses) / len(cases)
     print(f"classifier accuracy: {accuracy:.3f} ({len(cases) - len(misses)}/{len(cases)})")
     assert accuracy >= ACCURACY_FLOOR, misses
