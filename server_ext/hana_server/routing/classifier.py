@@ -19,6 +19,9 @@ Level 0 (simple) up to 1 point, 1 (medium) at 2-3, 2 (complex) from 4. A score t
 on a level's lower edge (2 or 4) is "unsure": one point less and the level would drop, so a
 grading model may be asked (see grading.py). Token counts are approximate on purpose: a real
 tokenizer lives in a runner process, and a round trip there would cost more than routing may.
+Markers are looked for in the first and last WINDOW_CHARS characters of the prompt only: that is
+where instructions sit around a pasted document, such a document is already complex by length,
+and the cost of routing stays bounded whatever the size of the request.
 """
 
 from __future__ import annotations
@@ -31,58 +34,55 @@ LEVELS = ("simple", "medium", "complex")
 CHARS_PER_TOKEN = 4  # English prose with llama/gemma vocabularies; code and CJK run denser
 LENGTH_POINTS = ((1500, 4), (300, 2), (100, 1))
 SIMPLE_MAX_TOKENS = 60
+WINDOW_CHARS = 2000
 MEDIUM_FROM, COMPLEX_FROM = 2, 4
 
-_I = re.IGNORECASE
+# Patterns are matched against the lowercased prompt (cheaper than IGNORECASE); each starts with
+# one \b or one character class, so most positions are rejected at their first character.
 DEEP_REASONING = re.compile(
-    r"step[- ]by[- ]step|\b(each|every) step\b|\bprove\b|\bproof\b|\bderive\b|\bshow that\b"
-    r"|\brigorous|trade-?offs?\b|\bdesign (a|an|the)\b|\barchitecture\b|\bfailure modes\b"
-    r"|\brace conditions?\b|\b(time|space) complexity\b"
-    r"|\bcomplexity\b.*\bO\(|\bO\(.*\bcomplexity\b",
-    _I,
+    r"\b(?:step[- ]by[- ]step|(?:each|every) step|prove|proof|derive|show that|rigorous"
+    r"|trade-?offs?|design (?:a|an|the)|architecture|failure modes|race conditions?"
+    r"|(?:time|space) complexity|complexity\b.*\bo\(|o\(.*\bcomplexity)\b"
 )
 REASONING = re.compile(
-    r"\bjustif(y|ication)\b|\banaly[sz]e\b|\bconstraints?\b|\boptimi[sz]e\b|\brecommend\b"
-    r"|\bwhich option\b|\bshould we\b",
-    _I,
+    r"\b(?:justif(?:y|ication)|analy[sz]e|constraints?|optimi[sz]e|recommend|which option"
+    r"|should we)\b"
 )
 EXPLAIN = re.compile(
-    r"\bexplain\b|\bwhy\b|\bcompare\b|\bdifference between\b|\bsummari[sz]e\b|\bdraft\b"
-    r"|\bpros and cons\b|\bfor and against\b|\bhow (does|do|would|can)\b|\bwrite (a|an) "
-    r"(email|letter|essay|story|paragraph|report)\b|\bfor a \w+-year-old\b",
-    _I,
+    r"\b(?:explain|why|compare|difference between|summari[sz]e|draft|pros and cons"
+    r"|for and against|how (?:does|do|would|can)"
+    r"|write an? (?:email|letter|essay|story|paragraph|report)|for a \w+-year-old)\b"
 )
 CODE_REQUEST = re.compile(
-    r"\b(write|implement|create|code) (a|an|the)?\s*(\w+ )?(function|class|script|program|query"
-    r"|regex|method|module|test)s?\b|\bimplement\b|\brefactor\b|\bfix the bug\b|\bdebug\b"
-    r"|\bsql\b|\bregex\b|\bunit tests?\b|\bwhat does this code\b",
-    _I,
+    r"\b(?:(?:write|implement|create|code) (?:an? |the )?(?:\w+ )?(?:function|class|script"
+    r"|program|query|regex|method|module|test)s?|implement|refactor|fix the bug|debug|sql|regex"
+    r"|unit tests?|what does this code)\b"
 )
 CODE_LINE = re.compile(
-    r"^\s*(def |class |import |from \S+ import|function |const |let |var |#include|return\b"
-    r"|for\s*\(|if\s*\(|public |private |SELECT |\}|.*;\s*$|.*\)\s*\{\s*$|.*=>)",
+    r"^\s*(?:def |class |import |from \S+ import|function |const |let |var |#include|return\b"
+    r"|for\s*\(|if\s*\(|public |private |select |\}|.*;\s*$|.*\)\s*\{\s*$|.*=>)",
     re.MULTILINE,
 )
-MATH = re.compile(
-    r"\\(frac|int|sum|sqrt|lim|prod|partial)|\$[^$\n]+\$|[∫∑√∞≤≥≠]|\bintegra(l|tion)\b"
-    r"|\bderivative\b|\bequations?\b|\bextrem(a|um)\b|\bmatri(x|ces)\b|\beigen|\bprobability\b"
-    r"|\bprimes?\b|\birrational\b|\d\s*[+*/^=]\s*\d|\d\s+-\s+\d|\b\d+(\.\d+)?\s*%|\bx\^\d",
-    _I,
+MATH_WORDS = re.compile(
+    r"\b(?:integra(?:l|tion)|derivative|equations?|extrem(?:a|um)|matri(?:x|ces)|eigen\w*"
+    r"|probability|primes?|irrational|x\^\d)\b"
+)
+MATH_SIGNS = re.compile(
+    r"[\\$∫∑√∞≤≥≠%\d](?:(?<=\\)(?:frac|int|sum|sqrt|lim|prod|partial)|(?<=\$)[^$\n]+\$"
+    r"|(?<=[∫∑√∞≤≥≠])|(?<=\d)\s*[+*/^=]\s*\d|(?<=\d)\s+-\s+\d|(?<=\d)\s*%)"
 )
 TASK_VERBS = re.compile(
     r"\b(explain|write|give|list|analy[sz]e|discuss|show|find|determine|sketch|compute"
     r"|recommend|check|implement|design|consider|summari[sz]e|compare|reason|describe"
-    r"|justify|evaluate|prove|derive|test|keep)\b",
-    _I,
+    r"|justify|evaluate|prove|derive|test|keep)\b"
 )
-FENCED = re.compile(r"```.*?(```|\Z)", re.DOTALL)
+FENCED = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*")
 WORD_PROBLEM_NUMBERS = 4  # four quantities in one prompt: a word problem, not a lookup
 SIMPLE_ASK = re.compile(
-    r"^\s*(what is|what's|what are|who|when|where|how many|how much|define|translate|list"
+    r"\s*(?:what is|what's|what are|who|when|where|how many|how much|define|translate|list"
     r"|give me|convert|fix the grammar|correct|rewrite|rephrase|make this|name|hi\b|hello"
-    r"|hey\b|thanks|thank you)",
-    _I,
+    r"|hey\b|thanks|thank you)"
 )
 
 
@@ -119,6 +119,9 @@ def classify(prompt: str, context: str = "") -> Verdict:
     """Grade `prompt` (the user's latest request); `context` (system prompt, earlier turns,
     suffix) counts for the length only, so an old code block does not make a greeting complex."""
     tokens = approx_tokens(prompt) + approx_tokens(context)
+    if len(prompt) > 2 * WINDOW_CHARS:
+        prompt = prompt[:WINDOW_CHARS] + "\n" + prompt[-WINDOW_CHARS:]
+    prompt = prompt.lower()
     score, signals = 0, []
 
     def add(points: int, signal: str) -> None:
@@ -140,12 +143,13 @@ def classify(prompt: str, context: str = "") -> Verdict:
         add(2, "code")
     # Operators and numbers inside a code block are code, not maths.
     prose = FENCED.sub(" ", prompt)
-    if MATH.search(prose) or len(NUMBER.findall(prose)) >= WORD_PROBLEM_NUMBERS:
+    maths = MATH_WORDS.search(prose) or MATH_SIGNS.search(prose)
+    if maths or len(NUMBER.findall(prose)) >= WORD_PROBLEM_NUMBERS:
         add(2, "maths")
-    verbs = {match.lower() for match in TASK_VERBS.findall(prose)}
+    verbs = set(TASK_VERBS.findall(prose))
     if len(verbs) >= 3:
         add(2, f"{len(verbs)} instructions")
-    if tokens < SIMPLE_MAX_TOKENS and SIMPLE_ASK.search(prompt) and score <= MEDIUM_FROM:
+    if tokens < SIMPLE_MAX_TOKENS and SIMPLE_ASK.match(prompt) and score <= MEDIUM_FROM:
         add(-1, "short factual/rewrite ask")
     level = 2 if score >= COMPLEX_FROM else 1 if score >= MEDIUM_FROM else 0
     return Verdict(level, score, tokens, signals)
