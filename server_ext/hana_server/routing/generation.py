@@ -26,21 +26,45 @@ R = TypeVar("R", bound=GenerationRequest)
 
 @dataclasses.dataclass
 class RoutedAnswer(AnswerStream):
-    """An AnswerStream whose final chunk says who answered and why (`hana_route`)."""
+    """An AnswerStream already started (its first chunk read), whose final chunk says who
+    answered and why (`hana_route`)."""
 
     route: Route | None = None
+    _stream: AsyncGenerator[Chunk, None] | None = None
+    _first: Chunk | None = None
 
     @classmethod
-    def of(cls, answer: AnswerStream, route: Route) -> RoutedAnswer:
+    async def primed(cls, answer: AnswerStream) -> RoutedAnswer:
+        """Start `answer` and read its first chunk. A tier whose runner fails before it says
+        anything raises here, its lease given back, so the router can try the next tier; after
+        the first chunk an answer is the client's and a failure is reported in the stream."""
         fields = {f.name: getattr(answer, f.name) for f in dataclasses.fields(answer) if f.init}
-        return cls(**fields, route=route)
+        routed = cls(**fields)
+        routed._stream = AnswerStream.chunks(routed)
+        try:
+            routed._first = await anext(routed._stream)
+        except BaseException:
+            await routed._stream.aclose()
+            routed.lease.release()
+            raise
+        return routed
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()  # a started stream never iterated is closed here too
+        await super().__aexit__(*exc)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        async with contextlib.aclosing(super().chunks()) as inner:
-            async for chunk in inner:
-                if chunk.get("done") and self.route is not None:
-                    chunk = {**chunk, "hana_route": self.route.json()}
-                yield chunk
+        assert self._stream is not None and self._first is not None, "use RoutedAnswer.primed"
+        async with contextlib.aclosing(self._stream) as rest:
+            yield self._labelled(self._first)
+            async for chunk in rest:
+                yield self._labelled(chunk)
+
+    def _labelled(self, chunk: Chunk) -> Chunk:
+        if chunk.get("done") and self.route is not None:
+            return {**chunk, "hana_route": self.route.json()}
+        return chunk
 
 
 def route_fields(answer: object) -> dict[str, Any]:
@@ -91,11 +115,13 @@ class RoutingGeneration(GenerationService):
         plain = {k: v for k, v in options.items() if k not in ROUTING_OPTIONS} or None
 
         async def attempt(model: str) -> AnswerStream | Chunk:
-            return await start(req.model_copy(update={"model": model, "options": plain}))
+            result = await start(req.model_copy(update={"model": model, "options": plain}))
+            return await RoutedAnswer.primed(result) if isinstance(result, AnswerStream) else result
 
         result, route = await self.router.answer(req.model, options, prompt, context, attempt)
-        if isinstance(result, AnswerStream):
-            return RoutedAnswer.of(result, route)
+        if isinstance(result, RoutedAnswer):
+            result.route = route
+            return result
         return {**result, "hana_route": route.json()}  # a load/unload answer
 
     async def _is_stored(self, name: str) -> bool:

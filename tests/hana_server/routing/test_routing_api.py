@@ -133,6 +133,18 @@ def test_a_tier_that_cannot_load_falls_back_upwards_first(routed: ScriptedServer
     assert final["hana_route"]["fallbacks"] == ["simple (small): out of memory on the small box"]
 
 
+def test_a_tier_whose_runner_dies_before_answering_falls_back(routed: ScriptedServer) -> None:
+    routed.script("big", Script(chunks=["never"], crash_after=0))
+    final = routed.http.post(
+        "/api/generate", json={"model": "auto", "prompt": COMPLEX, "stream": False}
+    ).json()
+    assert final["response"] == "mid answers" and final["hana_route"]["tier"] == "medium"
+    (note,) = final["hana_route"]["fallbacks"]
+    assert note.startswith("complex (big): ")
+    # Nothing leaked: every lease came back, the live runner is idle.
+    assert all(entry["in_flight"] == 0 for entry in routed.ps())
+
+
 def test_when_every_tier_fails_the_error_names_each(
     start_scripted_server: Callable[..., ScriptedServer],
 ) -> None:
