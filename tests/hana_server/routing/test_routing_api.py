@@ -10,8 +10,9 @@ from typing import Any
 import ollama
 import openai
 import pytest
-from scripted_runner import Script
+from scripted_runner import Gate, Script
 from scripted_server import ScriptedServer
+from server_harness import wait_for
 
 ROUTES = {"simple": "small", "medium": "mid", "complex": "big"}
 SIMPLE = "What is the capital of Peru?"
@@ -143,6 +144,19 @@ def test_a_tier_whose_runner_dies_before_answering_falls_back(routed: ScriptedSe
     assert note.startswith("complex (big): ")
     # Nothing leaked: every lease came back, the live runner is idle.
     assert all(entry["in_flight"] == 0 for entry in routed.ps())
+
+
+def test_a_client_that_leaves_a_routed_stream_frees_the_slot(routed: ScriptedServer) -> None:
+    gate = Gate()
+    routed.script("small", Script(chunks=["a", "b", "c"], gate=gate, gate_after=1))
+    body = {"model": "auto", "prompt": SIMPLE}
+    with routed.http.stream("POST", "/api/generate", json=body) as response:
+        first = json.loads(next(response.iter_lines()))
+        assert first["model"] == "small:latest" and first["response"] == "a"
+    (runner,) = routed.launcher.live(routed.service.store.get("small").model_path)
+    wait_for(lambda: runner.cancelled == 1 and runner.active == 0)
+    wait_for(lambda: routed.ps()[0]["in_flight"] == 0)
+    gate.open()
 
 
 def test_when_every_tier_fails_the_error_names_each(
