@@ -39,13 +39,15 @@ class RoutedAnswer(AnswerStream):
         anything raises here, its lease given back, so the router can try the next tier; after
         the first chunk an answer is the client's and a failure is reported in the stream."""
         fields = {f.name: getattr(answer, f.name) for f in dataclasses.fields(answer) if f.init}
-        routed = cls(**fields)
-        routed._stream = AnswerStream.chunks(routed)
+        routed = cls(**fields)  # same lease, model and payload
+        stream = answer.chunks()  # its own class's chunks (parsers included), run once
+        assert isinstance(stream, AsyncGenerator)
+        routed._stream = stream
         try:
             routed._first = await anext(routed._stream)
         except BaseException:
             await routed._stream.aclose()
-            routed.lease.release()
+            answer.lease.release()
             raise
         return routed
 
