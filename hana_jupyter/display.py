@@ -40,8 +40,13 @@ Bundle = dict[str, str]
 
 
 def format_stats(completion: Answer) -> str:
-    """The footer of a finished answer: "gemma3:270m · 42 tokens · 31.2 tokens/s · load 1.3 s"."""
+    """The footer of a finished answer: "gemma3:270m · 42 tokens · 31.2 tokens/s · load 1.3 s";
+    a routed one (`auto`) names the model and tier that answered, the reason and any fallback."""
     parts = [completion.model, f"{completion.eval_count} tokens"]
+    route = completion.final.get("hana_route")
+    if isinstance(route, Mapping):
+        parts[0] = f"{completion.model} → {route.get('model')} ({route.get('reason')})"
+        parts[1:1] = [f"skipped {note}" for note in route.get("fallbacks") or []]
     speed = completion.tokens_per_second
     if speed is not None:
         parts.append(f"{speed:.1f} tokens/s")

@@ -37,10 +37,12 @@ HELP = """\
   -o VAR             store the answer (a list for several) in VAR; `_hana` always holds the last
   --expand           replace {name} in the cell by that variable's value ({{name}} stays literal)
   --insecure         pull a missing model over plain http (a registry on this machine or a LAN)
+  --tier T           with `auto`: answer with tier T's model instead of classifying the prompt
   A model the server does not have is pulled first, with progress in the cell
   (%config HanaMagics.pull_missing = False turns that off).
   Several models run the same prompt in parallel; lines of `---` split the cell into prompts that
-  run in parallel too.
+  run in parallel too. `%%hana auto` lets the server pick a model per prompt by its complexity
+  (tiers from %hana route, else the server's HANA_ROUTES); the footer says which and why.
 
 %hana list                        installed models
 %hana ps                          loaded models and their state
@@ -51,6 +53,7 @@ HELP = """\
 %hana create NAME FILE            create a model from a Modelfile
 %hana pull MODEL [--insecure]     download a model, with a progress bar per layer
 %hana reset [MODEL]               forget the --chat conversation (of one model, or all)
+%hana route [TIER=MODEL ...]      this notebook's tiers for `auto` (none: show them; `clear`)
 %hana url                         the server this kernel talks to
 %hana panel                       a live panel of the models: state, warm up, unload, keep-alive
 %hana help                        this text
@@ -96,6 +99,7 @@ def _cell_parser() -> _ArgumentParser:
     parser.add_argument("-o", "--output")
     parser.add_argument("--expand", action="store_true")
     parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--tier")
     return parser
 
 
@@ -170,6 +174,15 @@ class HanaMagics(Magics):
     ).tag(config=True)
     separator = Unicode(
         "---", help="A cell line holding only this splits the cell into prompts run in parallel."
+    ).tag(config=True)
+    routes = Dict(
+        value_trait=Unicode(),
+        help="This notebook's tiers for `auto`, cheapest first: {'simple': 'gemma3:270m', "
+        "'complex': 'qwen3:8b'} (or `%hana route simple=gemma3:270m complex=qwen3:8b`). Sent "
+        "with each `auto` request; empty: the server's routes (HANA_ROUTES) apply.",
+    ).tag(config=True)
+    route_name = Unicode(
+        "auto", help="The model name the server routes by task (its HANA_ROUTE_NAME)."
     ).tag(config=True)
     pull_missing = Bool(
         True,
@@ -289,6 +302,10 @@ class HanaMagics(Magics):
                 if getattr(args, key) is not None
             },
         }
+        if args.tier:
+            options["hana_tier"] = args.tier
+        if self.routes and model.lower().partition(":")[0] == self.route_name.lower():
+            options["hana_routes"] = dict(self.routes)
         common: dict[str, Any] = {
             "options": options or None,
             "format": args.format,
@@ -357,6 +374,7 @@ class HanaMagics(Magics):
             "create": (self._create, 2, 2, "create NAME FILE"),
             "pull": (self._pull, 1, 2, "pull MODEL [--insecure]"),
             "reset": (self._reset, 0, 1, "reset [MODEL]"),
+            "route": (self._route, 0, 16, "route [TIER=MODEL ...] | route clear"),
             "url": (self._url, 0, 0, "url"),
             "panel": (self._panel, 0, 0, "panel"),
         }
@@ -418,6 +436,21 @@ class HanaMagics(Magics):
             self.conversations.pop(model, None)
             print(f"forgot the --chat conversation with {model}")
 
+    def _route(self, *pairs: str) -> None:
+        if pairs == ("clear",):
+            self.routes = {}
+            print(f"{self.route_name} uses the server's routes")
+            return
+        if pairs:
+            try:
+                self.routes = parse_route_pairs(pairs)
+            except ValueError as exc:
+                raise UsageError(f"%hana route: {exc}") from None
+        if self.routes:
+            print(f"{self.route_name}: " + ", ".join(f"{t} → {m}" for t, m in self.routes.items()))
+        else:
+            print(f"{self.route_name} uses the server's routes (%hana show {self.route_name})")
+
     def _url(self) -> None:
         print(self.manager.client.base_url)
 
@@ -460,6 +493,17 @@ async def _run_streams(streams: list[_Stream], pulls: CellPulls | None = None) -
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+def parse_route_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`("simple=gemma3:270m", "complex=qwen3:8b")` -> `{tier: model}` in order (cheapest first)."""
+    routes: dict[str, str] = {}
+    for pair in pairs:
+        tier, sep, model = pair.partition("=")
+        if not sep or not tier.strip() or not model.strip() or ":" in tier:
+            raise ValueError(f"{pair!r} is not TIER=MODEL")
+        routes[tier.strip().lower()] = model.strip()
+    return routes
 
 
 def _split(line: str) -> list[str]:

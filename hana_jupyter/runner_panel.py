@@ -140,6 +140,8 @@ class HanaPanel(VBox):
         self._pulls: dict[str, dict[str, Any]] = {}
         self._default_keep_alive: float | None = None
         self._cpus: int | None = None
+        # `auto` routing counts (from /api/hana/status at connect, then from `route` events).
+        self._routing: dict[str, Any] = {}
         self._dirty: asyncio.Event | None = None
         self._retry_now: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -270,8 +272,10 @@ class HanaPanel(VBox):
 
     async def _load_installed(self) -> None:
         models, status = await asyncio.gather(self.client.async_models(), self._status())
-        self._installed = [str(m["name"]) for m in models]
+        # `auto` has no runner of its own: it is the routing line of the status, not a row.
+        self._installed = [str(m["name"]) for m in models if not _is_router(m)]
         if status is not None:
+            self._routing = dict(status.get("routing") or {})
             self._pulls = {str(p["model"]): dict(p) for p in status.get("pulls") or []}
             self._cpus = status.get("cpus")
             self._default_keep_alive = _seconds(status.get("settings", {}).get("keep_alive"))
@@ -296,6 +300,8 @@ class HanaPanel(VBox):
                 self._spawn(self._reload_installed())
         elif kind == "pull":
             self._apply_pull(event)
+        elif kind == "route":
+            self._routing = dict(event)
         elif kind in ("crashed", "load_failed"):
             row = self._rows.get(str(event.get("model")))
             if row is not None:
@@ -414,6 +420,8 @@ class HanaPanel(VBox):
             parts.append(f"{len(self._pulls)} pulling")
         if self._cpus:
             parts.append(f"{self._cpus} CPUs")
+        if routed := routing_summary(self._routing):
+            parts.append(routed)
         return " · ".join(parts)
 
     def _paint_header(self) -> None:
@@ -480,6 +488,26 @@ def _seconds(text: Any) -> float | None:
 def _signed(seconds: float) -> float:
     # The server's parsers say forever with math.inf; /api/ps and the chooser say -1.
     return -1.0 if seconds == math.inf else seconds
+
+
+def _is_router(model: Mapping[str, Any]) -> bool:
+    details = model.get("details")
+    return isinstance(details, Mapping) and details.get("format") == "router"
+
+
+def routing_summary(routing: Mapping[str, Any]) -> str:
+    """`auto` requests per tier: "auto: simple 3, medium 0, complex 1, 1 fell back"; "" when the
+    server routes nothing (no routes, no routed request)."""
+    requests = dict(routing.get("requests") or {})
+    tiers = list(dict.fromkeys([*(routing.get("routes") or {}), *requests]))
+    if not tiers and not routing.get("failed"):
+        return ""
+    parts = [f"{tier} {requests.get(tier, 0)}" for tier in tiers]
+    if routing.get("fallbacks"):
+        parts.append(f"{routing['fallbacks']} fell back")
+    if routing.get("failed"):
+        parts.append(f"{routing['failed']} failed")
+    return f"{routing.get('name', 'auto')}: " + ", ".join(parts)
 
 
 def _reason(exc: Exception) -> str:

@@ -12,9 +12,10 @@ from traitlets.config import LoggingConfigurable
 from hana_protocol.durations import parse_env_keep_alive
 from hana_protocol.env import default_models_dir, env_int, env_value
 from hana_protocol.hosts import host_from_env
+from hana_server.routing.config import RoutingSettings
 
 
-class HanaSettings(LoggingConfigurable):
+class HanaSettings(RoutingSettings, LoggingConfigurable):
     """Every tunable of the model server; one definition for all hosts."""
 
     models_dir = Unicode(

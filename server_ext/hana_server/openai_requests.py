@@ -91,6 +91,7 @@ class Sampling(OpenAIRequest):
     max_completion_tokens: int | None = None
     stop: str | list[str] | None = None
     response_format: ResponseFormat | None = None
+    hana_tier: str | None = None  # forces a tier of `auto` (openai: extra_body={"hana_tier": ...})
 
     def options(self) -> dict[str, Any]:
         """OpenAI sampling fields as Ollama options (OpenAI's defaults where they differ)."""
@@ -106,6 +107,8 @@ class Sampling(OpenAIRequest):
                 options[key] = getattr(self, key)
         if self.stop is not None:
             options["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
+        if self.hana_tier:
+            options["hana_tier"] = self.hana_tier
         return options
 
     def format(self) -> str | dict[str, Any] | None:

@@ -11,11 +11,12 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.modelfile import NO_SOURCE, Modelfile, plan_create
 from hana_server.config import HanaSettings
-from hana_server.generation import GenerationService
 from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
 from hana_server.metrics import HanaMetrics
 from hana_server.requests import CreateRequest
+from hana_server.routing import describe as routing
+from hana_server.routing.generation import RoutingGeneration
 from hana_server.scheduler import Scheduler
 from hana_server.store.default_model import DEFAULT_MODEL, ensure_default_model
 from hana_server.store.gguf_info import GGUFInfo
@@ -48,9 +49,10 @@ class HanaService:
             thread_budget=settings.thread_budget,
         )
         self.metrics = HanaMetrics(self.scheduler)
-        self.generation = GenerationService(
-            self.store, self.scheduler, self.metrics.tokens, self._model_arriving
+        self.generation = RoutingGeneration(
+            self.store, self.scheduler, self.metrics.tokens, self._model_arriving, routing=settings
         )
+        self.router = self.generation.router  # `auto`: see routing/
         self.pulls = PullManager(self.store, publish=self.scheduler.events.publish)
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
@@ -123,6 +125,8 @@ class HanaService:
 
     def show(self, name: str, *, verbose: bool = False) -> dict[str, Any]:
         """The `/api/show` answer."""
+        if routing.names_router(self.router, self.store, name):
+            return routing.show(self.router, self.store)
         model = self.store.get(name)
         info = GGUFInfo.read(model.model_path, verbose=verbose)
         parameters = "\n".join(

@@ -25,6 +25,7 @@ from hana_server.requests import (
     PullRequest,
     ShowRequest,
 )
+from hana_server.routing import describe as routing
 from hana_server.store.blobs import parse_digest
 
 OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect to see
@@ -102,8 +103,9 @@ class ChatHandler(GenerationHandler):
 class TagsHandler(HanaHandlerMixin):
     async def get(self) -> None:
         """Installed models, newest first."""
-        models = self.service.store.list()
-        self.send_json({"models": [self.service.describe(m) for m in models]})
+        models = [self.service.describe(m) for m in self.service.store.list()]
+        models += routing.tags_entries(self.service.router, self.service.store)  # `auto`
+        self.send_json({"models": models})
 
     head = get
 
@@ -111,7 +113,10 @@ class TagsHandler(HanaHandlerMixin):
 class PsHandler(HanaHandlerMixin):
     async def get(self) -> None:
         """Loaded models with their runners' state."""
-        self.send_json({"models": [runner_json(r) for r in self.service.scheduler.ps()]})
+        ps: dict[str, Any] = {"models": [runner_json(r) for r in self.service.scheduler.ps()]}
+        if self.service.router.active:
+            ps["hana_routing"] = self.service.router.stats()  # requests per tier of `auto`
+        self.send_json(ps)
 
 
 class ShowHandler(HanaHandlerMixin):

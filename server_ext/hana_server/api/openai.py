@@ -20,6 +20,8 @@ from hana_server.openai_requests import (
     EmbeddingRequest,
 )
 from hana_server.requests import ChatRequest, GenerateRequest
+from hana_server.routing import describe as routing
+from hana_server.routing.generation import route_fields
 
 ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 FINISH = {"stop": "stop", "length": "length"}
@@ -104,6 +106,7 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
             "created": created,
             "model": body.model,
             "system_fingerprint": "fp_hana",
+            **route_fields(completion),  # `auto`: the model that answered, and why
         }
         if body.stream:
             await self.stream_sse(self._chunks(completion, base, body.include_usage))
@@ -185,6 +188,7 @@ class CompletionsHandler(OpenAIHandlerMixin):
             "created": int(time.time()),
             "model": body.model,
             "system_fingerprint": "fp_hana",
+            **route_fields(completion),  # `auto`: the model that answered, and why
         }
         if body.stream:
             await self.stream_sse(self._chunks(completion, base))
@@ -262,8 +266,9 @@ def model_object(service: Any, model: Any) -> dict[str, Any]:
 class ModelsHandler(OpenAIHandlerMixin):
     async def get(self) -> None:
         """Installed models in OpenAI's list shape."""
-        models = self.service.store.list()
-        self.send_json({"object": "list", "data": [model_object(self.service, m) for m in models]})
+        models = [model_object(self.service, m) for m in self.service.store.list()]
+        models += routing.openai_entries(self.service.router)  # `auto`
+        self.send_json({"object": "list", "data": models})
 
 
 class ModelHandler(OpenAIHandlerMixin):
@@ -271,6 +276,9 @@ class ModelHandler(OpenAIHandlerMixin):
         """One model in OpenAI's shape."""
 
         async def work() -> None:
+            if routing.names_router(self.service.router, self.service.store, name):
+                self.send_json(routing.openai_object(self.service.router))
+                return
             try:
                 model = self.service.store.get(name)
             except ModelNotFound as error:

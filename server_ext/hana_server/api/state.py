@@ -117,6 +117,7 @@ class StatusHandler(HanaHandlerMixin):
             "models": [runner_json(r) for r in service.scheduler.ps()],
             "waiting": [waiting_json(w) for w in service.scheduler.waiting()],
             "pulls": service.pulls.snapshot(),
+            "routing": service.router.stats(),
             "cpus": service.scheduler.cpus,
             "memory_budget": service.scheduler.memory.total(),
             "settings": {
