@@ -11,6 +11,7 @@ come from users and run under the limits of store/prompt.py, never on the event 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -179,11 +180,20 @@ class GenerationService:
 
     # ------------------------------------------------------------------ generate
 
-    def check_common(self, model: Model, think: object, images: list[str] | None) -> None:
+    def check_common(
+        self,
+        model: Model,
+        think: object,
+        images: list[str] | None,
+        sent: str = "",
+        endpoint: str = "generate",
+    ) -> None:
+        """Ollama's capability checks; these name the model as the request wrote it (`sent`)."""
+        quoted = json.dumps(sent or model.name.display)
         if "embedding" in model.capabilities and "completion" not in model.capabilities:
-            raise InvalidRequest(f'"{model.name.display}" does not support generate')
+            raise InvalidRequest(f"{quoted} does not support {endpoint}")
         if think not in (None, False) and "thinking" not in model.capabilities:
-            raise InvalidRequest(f'"{model.name.display}" does not support thinking')
+            raise InvalidRequest(f"{quoted} does not support thinking")
         if images and "vision" not in model.capabilities:
             raise InvalidRequest(f"{model.name} does not support vision")
 
@@ -195,7 +205,7 @@ class GenerationService:
         options = merge_options(model.parameters, req.options)
         if req.raw and (req.template or req.system or req.context):
             raise InvalidRequest("raw mode does not support template, system, or context")
-        self.check_common(model, req.think, req.images)
+        self.check_common(model, req.think, req.images, req.model)
         fmt = runner_format(req.format)
         if req.prompt == "" and not req.suffix:
             return await self.load_or_unload(model, keep_alive, options, generate_fields)
@@ -236,7 +246,7 @@ class GenerationService:
         keep_alive = parse_keep_alive(req.keep_alive)
         options = merge_options(model.parameters, req.options)
         images = [image for m in req.messages for image in (m.images or [])]
-        self.check_common(model, req.think, images)
+        self.check_common(model, req.think, images, req.model, "chat")
         if req.tools and "tools" not in model.capabilities:
             host, namespace, name, tag = model.name.parts  # Ollama names it in full here
             raise InvalidRequest(f"{host}/{namespace}/{name}:{tag} does not support tools")
