@@ -35,7 +35,7 @@ class HarmonyParser:
         self._header = ""
         self._channel = ""
         self._recipient = ""
-        self._body = ""  # a tool call's arguments so far
+        self._body: list[str] = []  # a tool call's arguments so far
         self._held = ""
         self._calls: list[ToolCall] = []
         self._count = 0
@@ -96,7 +96,7 @@ class HarmonyParser:
         if not text:
             return
         if self._recipient:
-            self._body += text
+            self._body.append(text)
         elif self._channel == "analysis":
             thinking.append(text)
         else:
@@ -104,8 +104,8 @@ class HarmonyParser:
 
     def _close_message(self) -> str:
         """Ends the message; returns the text of a call that could not be read (as content)."""
-        body, recipient = self._body, self._recipient
-        self._body, self._recipient, self._in_header = "", "", True
+        body, recipient = "".join(self._body), self._recipient
+        self._body, self._recipient, self._in_header = [], "", True
         if recipient.startswith("functions."):
             try:
                 arguments = loads(body) if body.strip() else {}

@@ -4,10 +4,15 @@ ends, found with each character looked at once, whatever the text's length or ne
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MAX_DEPTH = 128  # deeper nesting is refused: no tool's arguments are like that, and json's
 # recursive decoder must never meet a hostile depth
+
+
+_IN_STRING = re.compile(r'["\\]')
+_OUTSIDE = re.compile(r'["{}\[\]]')
 
 
 class TooDeep(ValueError):
@@ -17,8 +22,9 @@ class TooDeep(ValueError):
 class BracketScanner:
     """Follows one JSON value that starts with `{` or `[` as its text arrives.
 
-    `feed(text)` returns the offset in `text` just past the value's closing bracket, or -1 while
-    it is still open; the first character fed must be the opening bracket.
+    `feed(text, start)` reads `text` from `start` and returns the offset in `text` just past the
+    value's closing bracket, or -1 while it is still open; the first character ever fed must be
+    the opening bracket.
     """
 
     def __init__(self) -> None:
@@ -26,14 +32,25 @@ class BracketScanner:
         self._in_string = False
         self._escaped = False
 
-    def feed(self, text: str) -> int:
-        for i, char in enumerate(text):
+    def feed(self, text: str, start: int = 0) -> int:
+        # Jumps from one significant character to the next (C-speed regex search), so long
+        # strings and prose cost little; each character is still looked at once.
+        at, end = start, len(text)
+        while at < end:
+            if self._escaped:
+                self._escaped = False
+                at += 1
+                continue
+            found = (_IN_STRING if self._in_string else _OUTSIDE).search(text, at)
+            if found is None:
+                return -1
+            at = found.start()
+            char = text[at]
+            at += 1
             if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif char == "\\":
+                if char == "\\":
                     self._escaped = True
-                elif char == '"':
+                else:
                     self._in_string = False
             elif char == '"':
                 self._in_string = True
@@ -41,10 +58,10 @@ class BracketScanner:
                 self.depth += 1
                 if self.depth > MAX_DEPTH:
                     raise TooDeep(f"JSON nested deeper than {MAX_DEPTH}")
-            elif char in "}]":
+            else:
                 self.depth -= 1
                 if self.depth == 0:
-                    return i + 1
+                    return at
         return -1
 
 

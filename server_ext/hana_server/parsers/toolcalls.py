@@ -108,8 +108,15 @@ class _State(Enum):
     OFF = auto()  # no calls: everything is content
 
 
+MAX_PENDING = 4096  # whitespace held before deciding; more than this is just content
+
+
 class ToolCallParser:
-    """Finds tool calls in generated text, one piece at a time (see the module docstring)."""
+    """Finds tool calls in generated text, one piece at a time (see the module docstring).
+
+    Held text is kept as lists of pieces, joined once when it is used, so a long call or a long
+    stretch of held text costs time linear in its length.
+    """
 
     def __init__(
         self,
@@ -123,140 +130,157 @@ class ToolCallParser:
         self.bare = self.tag in ("{", "[")
         self._make_id = make_id
         self._state = _State.START if self.bare else _State.SEARCH
-        self._buffer = ""  # held text (from the tag on, or a possible partial tag)
-        self._raw = ""  # explicit tag: everything after it, returned if no call comes of it
+        self._pending = ""  # small: a possible partial tag or prefix, or leading whitespace
+        self._held: list[str] = []  # bare JSON: the text since it began (content if no call)
+        self._raw: list[str] = []  # explicit tag: everything after it (content if no call)
+        self._gap: list[str] = []  # explicit tag: the text since the last JSON object
+        self._object: list[str] = []  # the JSON being scanned
         self._scanner: BracketScanner | None = None
-        self._scanned = 0  # how much of `_buffer` the scanner has seen
-        self._start = -1  # where the JSON being scanned starts in `_buffer`
-        self._done = 0  # `_buffer` before this is used up
-        self._broken = False  # the JSON after an explicit tag cannot be read any more
+        self._broken = False  # JSON after an explicit tag nested too deep: stop reading
         self.count = 0
 
     def add(self, text: str) -> tuple[str, list[ToolCall]]:
         """Feed one piece; returns (content to show now, calls completed in it)."""
-        if self._state is _State.OFF:
-            return text, []
-        self._buffer += text
-        if self._state is _State.TAGGED:
-            self._raw += text
         content: list[str] = []
         calls: list[ToolCall] = []
-        while True:
-            state = self._state
-            if state is _State.START:
-                if not self._start_bare(content):
-                    break
-            elif state is _State.SEARCH:
-                if not self._search(content):
-                    break
-            elif state in (_State.JSON, _State.TAGGED):
-                if not self._scan(content, calls):
-                    break
-            elif state is _State.BETWEEN:
-                if not self._between(content):
-                    break
-            else:
-                content.append(self._buffer)
-                self._buffer = ""
-                break
+        while text is not None:
+            text = self._step(text, content, calls)
         return "".join(content), calls
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """The end of generation: held text that never became a call, as content."""
         state, self._state = self._state, _State.OFF
-        buffer, self._buffer = self._buffer, ""
         if state is _State.TAGGED:
-            return ("" if self.count else self.tag + self._raw), []
-        if state in (_State.JSON, _State.START, _State.SEARCH):
-            return buffer, []
-        return "", []  # BETWEEN: only separators were held
+            return ("" if self.count else self.tag + "".join(self._raw)), []
+        if state is _State.JSON:
+            return "".join(self._held), []
+        if state in (_State.START, _State.SEARCH):
+            return self._pending, []
+        return "", []  # BETWEEN: only separators were held; OFF: nothing
 
     # ------------------------------------------------------------------ states
 
-    def _start_bare(self, content: list[str]) -> bool:
-        visible = self._buffer.lstrip()
-        if not visible:
-            return False
+    def _step(self, text: str, content: list[str], calls: list[ToolCall]) -> str | None:
+        """Handle `text` in the current state; returns text left for the next state, or None."""
+        state = self._state
+        if state is _State.OFF:
+            content.append(text)
+        elif state is _State.START:
+            return self._start(self._pending + text, content)
+        elif state is _State.SEARCH:
+            return self._search(self._pending + text, content)
+        elif state is _State.TAGGED:
+            self._raw.append(text)
+            self._scan_tagged(text, calls)
+        elif state is _State.JSON:
+            return self._scan_bare(text, content, calls)
+        else:
+            return self._between(self._pending + text, content)
+        return None
+
+    def _start(self, text: str, content: list[str]) -> str | None:
+        self._pending = ""
+        visible = text.lstrip()
         for prefix in CALL_PREFIXES:
             if visible.startswith(prefix):
                 visible = visible[len(prefix) :].lstrip()
-                if not visible:
-                    return False
-            elif prefix.startswith(visible):
-                return False  # maybe the prefix, cut across pieces
-        if visible.startswith(self.tag):
-            self._begin_json(len(self._buffer) - len(visible))
-            return True
-        self._state = _State.OFF
-        return True
+            elif visible and prefix.startswith(visible):
+                visible = ""  # maybe the prefix, cut across pieces: wait
+        if not visible:
+            if len(text) > MAX_PENDING:
+                self._state = _State.OFF
+                return text
+            self._pending = text
+            return None
+        if not visible.startswith(self.tag):
+            self._state = _State.OFF
+            return text
+        at = len(text) - len(visible)
+        self._held = [text[:at]]
+        self._begin_json()
+        return text[at:]
 
-    def _search(self, content: list[str]) -> bool:
-        at = self._buffer.find(self.tag)
-        if at < 0:
-            keep = partial_suffix(self._buffer, self.tag)
-            content.append(self._buffer[: len(self._buffer) - keep])
-            self._buffer = self._buffer[len(self._buffer) - keep :]
-            return False
-        content.append(self._buffer[:at])
-        self._buffer = self._buffer[at + len(self.tag) :]
-        self._raw = self._buffer
-        self._state = _State.TAGGED
-        self._done = self._scanned = 0
-        self._start = -1
-        return True
-
-    def _begin_json(self, at: int) -> None:
+    def _begin_json(self) -> None:
         self._state = _State.JSON
         self._scanner = BracketScanner()
-        self._start = self._scanned = at
+        self._object = []
 
-    def _scan(self, content: list[str], calls: list[ToolCall]) -> bool:
-        """Advance over held JSON; returns whether the state changed (so look again)."""
-        if self._broken:
-            self._buffer = ""
-            return False
-        if self._scanner is None:  # explicit tag: the next object starts at the next `{`
-            at = self._buffer.find("{", self._scanned)
-            if at < 0:
-                self._scanned = len(self._buffer)
-                return False
-            self._scanner, self._start, self._scanned = BracketScanner(), at, at
+    def _search(self, text: str, content: list[str]) -> str | None:
+        self._pending = ""
+        at = text.find(self.tag)
+        if at < 0:
+            keep = partial_suffix(text, self.tag)
+            content.append(text[: len(text) - keep])
+            self._pending = text[len(text) - keep :]
+            return None
+        content.append(text[:at])
+        self._state = _State.TAGGED
+        return text[at + len(self.tag) :]
+
+    def _scan_bare(self, text: str, content: list[str], calls: list[ToolCall]) -> str | None:
+        assert self._scanner is not None
+        self._held.append(text)
         try:
-            end = self._scanner.feed(self._buffer[self._scanned :])
+            end = self._scanner.feed(text)
         except TooDeep:
             end = -2
         if end == -1:
-            self._scanned = len(self._buffer)
-            return False
-        closed = self._scanned + end if end >= 0 else -1
-        found = self._read_calls(closed)
+            self._object.append(text)
+            return None
+        found = self._read("".join(self._object) + text[:end]) if end >= 0 else []
         self._scanner = None
-        if self._state is _State.TAGGED:
-            if closed < 0:
-                self._broken = True  # nothing after an unreadable depth can be trusted
-                return False
-            calls += found
-            self._done = self._scanned = closed
-            return True
-        if closed >= 0 and found:
-            calls += found
-            self._buffer, self._scanned = self._buffer[closed:], 0
-            self._state = _State.BETWEEN
-        else:
-            content.append(self._buffer)  # not calls: the JSON was content
-            self._buffer = ""
+        if not found:  # not calls: all of it was content
             self._state = _State.OFF
-        return True
+            content.append("".join(self._held))
+            self._held = []
+            return None
+        calls += found
+        self._held = []
+        self._state = _State.BETWEEN
+        return text[end:]
 
-    def _read_calls(self, closed: int) -> list[ToolCall]:
-        if closed < 0:
-            return []
+    def _between(self, text: str, content: list[str]) -> str | None:
+        self._pending = ""
+        rest = text.lstrip(_SEPARATORS)
+        if not rest:
+            return None  # separators after calls are dropped
+        if rest.startswith(self.tag):
+            self._held = []
+            self._begin_json()
+            return rest
+        self._state = _State.OFF  # prose after the calls
+        return rest
+
+    def _scan_tagged(self, text: str, calls: list[ToolCall]) -> None:
+        at = 0
+        while at < len(text) and not self._broken:
+            if self._scanner is None:  # the next object starts at the next `{`
+                start = text.find("{", at)
+                if start < 0:
+                    self._gap.append(text[at:])
+                    return
+                self._gap.append(text[at:start])
+                self._scanner, self._object, at = BracketScanner(), [], start
+            try:
+                end = self._scanner.feed(text, at)
+            except TooDeep:
+                self._broken = True  # nothing after an unreadable depth can be trusted
+                return
+            if end < 0:
+                self._object.append(text[at:])
+                return
+            self._object.append(text[at:end])
+            calls += self._read("".join(self._object), "".join(self._gap))
+            self._scanner, self._object, self._gap = None, [], []
+            at = end
+
+    def _read(self, text: str, before: str = "") -> list[ToolCall]:
+        """The calls in one closed JSON value (all of its items must be calls, or none count)."""
         try:
-            value = loads(self._buffer[self._start : closed])
+            value = loads(text)
         except ValueError:
             return []
         items = value if isinstance(value, list) and self.bare else [value]
-        before = self._buffer[self._done : self._start]
         found = [call_from(item, self.names, before) for item in items]
         if not found or any(call is None for call in found):
             return []
@@ -269,15 +293,3 @@ class ToolCallParser:
         }
         self.count += 1
         return call
-
-    def _between(self, content: list[str]) -> bool:
-        rest = self._buffer.lstrip(_SEPARATORS)
-        if not rest:
-            return False  # only separators so far: hold them
-        if rest.startswith(self.tag):
-            self._begin_json(len(self._buffer) - len(rest))
-            return True
-        content.append(rest)  # prose after the calls
-        self._buffer = ""
-        self._state = _State.OFF
-        return True
