@@ -25,7 +25,7 @@ from hana_protocol.durations import parse_keep_alive
 from hana_protocol.errors import InvalidRequest, ModelNotFound, RunnerFailed
 from hana_protocol.options import merge_options, sampling
 from hana_server.parsers.reply import ReplyParser
-from hana_server.replies import effective_think, reply_parser
+from hana_server.replies import effective_think, reply_parser, strip_old_thinking
 from hana_server.requests import ChatRequest, GenerateRequest
 from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
 from hana_server.store.model import Model
@@ -253,7 +253,9 @@ class GenerationService:
         fmt = runner_format(req.format)
         if not req.messages:
             return await self.load_or_unload(model, keep_alive, options, chat_fields)
-        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        messages = strip_old_thinking(
+            model, [m.model_dump(exclude_none=True) for m in req.messages]
+        )
         think = effective_think(model, req.think)
 
         def render() -> tuple[str, list[str], ReplyParser]:

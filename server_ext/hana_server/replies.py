@@ -76,3 +76,31 @@ def reply_parser(
             tag = DEFAULT_TOOL_TAG
         calls = ToolCallParser(tools, tag)
     return ReplyParser(thinking, calls, chat=chat)
+
+
+def strip_old_thinking(model: Model, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ollama drops `<think>…</think>` from assistant turns before the last user message, for
+    the qwen3 family and deepseek-r1 models (their templates do not expect old thoughts)."""
+    if model.family != "qwen3" and "deepseek-r1" not in model.name.model:
+        return messages
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    return [
+        {**m, "content": _without_think(m.get("content") or "")}
+        if i < last_user and m.get("role") == "assistant"
+        else m
+        for i, m in enumerate(messages)
+    ]
+
+
+def _without_think(text: str) -> str:
+    out, at = [], 0
+    while (start := text.find("<think>", at)) >= 0:
+        end = text.find("</think>", start)
+        if end < 0:
+            break
+        out.append(text[at:start])
+        at = end + len("</think>")
+        while at < len(text) and text[at].isspace():  # with the whitespace after it
+            at += 1
+    out.append(text[at:])
+    return "".join(out)

@@ -42,8 +42,9 @@ def post(server: ScriptedServer, path: str, **body: Any) -> list[dict[str, Any]]
     return ndjson(response.text)
 
 
-def last_prompt(server: ScriptedServer) -> str:
-    return server.launcher.live()[0].payloads[-1]["prompt"]
+def last_prompt(server: ScriptedServer, name: str | None = None) -> str:
+    path = server.service.store.get(name).model_path if name else None
+    return server.launcher.live(path)[0].payloads[-1]["prompt"]
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 1000])
@@ -207,9 +208,9 @@ def create_from_file(server: ScriptedServer, name: str, path: Path, **fields: An
     assert response.status_code == 200, response.text
 
 
-def write_gptoss_header(path: Path) -> Path:
-    """A GGUF whose architecture is gpt-oss (never run: the runner is scripted)."""
-    writer = gguf.GGUFWriter(str(path), "gptoss")
+def write_header(path: Path, architecture: str) -> Path:
+    """A GGUF of `architecture` (never run: the runner is scripted)."""
+    writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_context_length(4096)
     writer.add_embedding_length(64)
     writer.add_block_count(1)
@@ -238,7 +239,7 @@ def test_gpt_oss_channels_give_thinking_and_calls(
     create_from_file(
         scripted_server,
         "gpt-oss",
-        write_gptoss_header(scripted_server.root / "gptoss.gguf"),
+        write_header(scripted_server.root / "gptoss.gguf", "gptoss"),
         template="{{ .Tools }}{{ range .Messages }}{{ .Content }}{{ end }}<|start|>assistant",
     )
     scripted_server.script("gpt-oss", Script(chunks=pieces(HARMONY, 4)))
@@ -260,3 +261,23 @@ def test_gpt_oss_channels_give_thinking_and_calls(
     assert [c["function"] for c in whole["tool_calls"]] == [
         {"index": 0, "name": "get_weather", "arguments": {"city": "Oslo"}}
     ]
+
+
+def test_old_thoughts_are_dropped_from_history_for_qwen3(scripted_server: ScriptedServer) -> None:
+    path = write_header(scripted_server.root / "qwen3.gguf", "qwen3")
+    create_from_file(scripted_server, "qwen3", path, template=QWEN3)
+    scripted_server.script("qwen3", Script(chunks=["ok"]))
+    history = [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "<think>old thought</think>\n\nFirst answer."},
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "<think>kept</think>prefill"},
+    ]
+    post(scripted_server, "/api/chat", model="qwen3", messages=history, think=False)
+    prompt = last_prompt(scripted_server)
+    assert "old thought" not in prompt and "First answer." in prompt
+    assert "<think>kept</think>prefill" in prompt  # after the last user message: kept
+    # another family keeps what the client sent
+    model(scripted_server, "qwen-like", QWEN3, ["ok"])
+    post(scripted_server, "/api/chat", model="qwen-like", messages=history, think=False)
+    assert "old thought" in last_prompt(scripted_server, "qwen-like")
