@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from hana_protocol.errors import InvalidRequest
+from hana_server.tool_schema import check_tools
 
 
 def _required(model: str) -> str:
@@ -135,7 +136,7 @@ class Reasoning(OpenAIRequest):
 
 class ChatCompletionRequest(Sampling):
     messages: list[ChatMessage]
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]] | None, BeforeValidator(check_tools)] = None
     reasoning_effort: str | None = None
     reasoning: Reasoning | None = None
 

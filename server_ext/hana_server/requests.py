@@ -22,6 +22,7 @@ from pydantic import (
 from hana_protocol.durations import parse_keep_alive
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.options import check_option
+from hana_server.tool_schema import check_tools
 
 
 def _checked_keep_alive(value: Any) -> Any:
@@ -138,7 +139,7 @@ class GenerateRequest(GenerationRequest):
 
 class ChatRequest(GenerationRequest):
     messages: list[Message] = []
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]] | None, BeforeValidator(check_tools)] = None
 
 
 class ShowRequest(Named):

@@ -251,3 +251,48 @@ def test_tools_on_a_model_without_them_get_ollamas_message(
     assert response.json() == {
         "error": "registry.ollama.ai/library/plain:latest does not support tools"
     }
+
+
+@pytest.mark.parametrize(
+    ("tools", "where"),
+    [
+        ([5], "tools[0] must be an object"),
+        ([{"function": 5}], "tools[0].function must be an object"),
+        ([{"function": {"name": 5}}], "tools[0].function.name must be a string"),
+        ([{"function": {"name": "f", "parameters": []}}], "parameters must be an object"),
+        (
+            [{"function": {"name": "f", "parameters": {"properties": {"a": {"type": 3}}}}}],
+            "properties.a.type must be a string or strings",
+        ),
+        (
+            [{"function": {"name": "f", "parameters": {"required": [1]}}}],
+            "required must hold strings",
+        ),
+    ],
+)
+def test_malformed_tools_are_400_on_both_apis(
+    scripted_server: ScriptedServer, tools: list[Any], where: str
+) -> None:
+    name = model(scripted_server, "qwen", QWEN3, ["x"])
+    native = scripted_server.http.post(
+        "/api/chat", json={"model": name, "messages": ASK, "tools": tools}
+    )
+    assert native.status_code == 400 and where in native.json()["error"]
+    v1 = scripted_server.http.post(
+        "/v1/chat/completions", json={"model": name, "messages": ASK, "tools": tools}
+    )
+    assert v1.status_code == 400 and where in v1.json()["error"]["message"]
+
+
+def test_tool_properties_nested_deep_are_checked_without_recursion(
+    scripted_server: ScriptedServer,
+) -> None:
+    name = model(scripted_server, "qwen", QWEN3, ["x"])
+    prop: dict[str, Any] = {"type": "string"}
+    for _ in range(400):
+        prop = {"type": "object", "properties": {"p": prop}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": prop}}
+    response = scripted_server.http.post(
+        "/api/chat", json={"model": name, "messages": ASK, "tools": [tool], "stream": False}
+    )
+    assert response.status_code in (200, 400), response.text
