@@ -212,7 +212,9 @@ class GenerationService:
         think = effective_think(model, req.think)
         if req.raw:
             prompt, default_stop = req.prompt, []
-            parser = reply_parser(model, None, prompt=prompt, think=think, chat=False)
+            parser = await render_off_loop(  # reads the model's template: off the loop too
+                lambda: reply_parser(model, None, prompt=prompt, think=think, chat=False)
+            )
         else:
             templated = dataclasses.replace(model, template=req.template) if req.template else model
 

@@ -281,3 +281,13 @@ def test_old_thoughts_are_dropped_from_history_for_qwen3(scripted_server: Script
     model(scripted_server, "qwen-like", QWEN3, ["ok"])
     post(scripted_server, "/api/chat", model="qwen-like", messages=history, think=False)
     assert "old thought" in last_prompt(scripted_server, "qwen-like")
+
+
+def test_a_raw_prompt_is_parsed_with_the_models_tags(scripted_server: ScriptedServer) -> None:
+    name = model(scripted_server, "r1", R1, ["I think", "</think>", "Answer."])
+    raw = {"model": name, "prompt": "<|User|>hi<|Assistant|><think>\n", "raw": True}
+    whole = post(scripted_server, "/api/generate", **raw, stream=False)[0]
+    assert (whole["thinking"], whole["response"]) == ("I think", "Answer.")
+    assert last_prompt(scripted_server) == raw["prompt"]
+    off = post(scripted_server, "/api/generate", **raw, think=False, stream=False)[0]
+    assert off["response"] == "I think</think>Answer." and "thinking" not in off
