@@ -65,6 +65,12 @@ def chat_fields(text: str) -> Chunk:
     return {"message": {"role": "assistant", "content": text}}
 
 
+def full_name(model: Model) -> str:
+    """host/namespace/model:tag, as Ollama names a model in its tools and vision errors."""
+    host, namespace, name, tag = model.name.parts
+    return f"{host}/{namespace}/{name}:{tag}"
+
+
 def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
     """Ollama's `format` as the runner's grammar fields."""
     if fmt is None or fmt == "":
@@ -188,14 +194,15 @@ class GenerationService:
         sent: str = "",
         endpoint: str = "generate",
     ) -> None:
-        """Ollama's capability checks; these name the model as the request wrote it (`sent`)."""
+        """Ollama's capability checks, worded as Ollama words them: generate/chat/thinking name
+        the model as the request wrote it (`sent`), vision by its full name."""
         quoted = json.dumps(sent or model.name.display)
         if "embedding" in model.capabilities and "completion" not in model.capabilities:
             raise InvalidRequest(f"{quoted} does not support {endpoint}")
         if think not in (None, False) and "thinking" not in model.capabilities:
             raise InvalidRequest(f"{quoted} does not support thinking")
         if images and "vision" not in model.capabilities:
-            raise InvalidRequest(f"{model.name} does not support vision")
+            raise InvalidRequest(f"{full_name(model)} does not support vision")
 
     async def start_generate(self, req: GenerateRequest) -> AnswerStream | Chunk:
         """An AnswerStream to stream, or a final chunk for load/unload requests."""
@@ -250,8 +257,7 @@ class GenerationService:
         images = [image for m in req.messages for image in (m.images or [])]
         self.check_common(model, req.think, images, req.model, "chat")
         if req.tools and "tools" not in model.capabilities:
-            host, namespace, name, tag = model.name.parts  # Ollama names it in full here
-            raise InvalidRequest(f"{host}/{namespace}/{name}:{tag} does not support tools")
+            raise InvalidRequest(f"{full_name(model)} does not support tools")
         fmt = runner_format(req.format)
         if not req.messages:
             return await self.load_or_unload(model, keep_alive, options, chat_fields)
