@@ -45,7 +45,7 @@ def template_capabilities(
         if thinking_tags(template) is not None:
             found.append("thinking")
     elif chat_template:
-        if re.search(r"\btools?\b|tool_call", chat_template):
+        if "tools" in chat_template or "tool_call" in chat_template:  # Ollama: substrings
             found.append("tools")
         if "<think>" in chat_template and "</think>" in chat_template:
             found.append("thinking")
