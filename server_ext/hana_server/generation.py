@@ -11,6 +11,7 @@ come from users and run under the limits of store/prompt.py, never on the event 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -23,6 +24,8 @@ import httpx
 from hana_protocol.durations import parse_keep_alive
 from hana_protocol.errors import InvalidRequest, ModelNotFound, RunnerFailed
 from hana_protocol.options import merge_options, sampling
+from hana_server.parsers.reply import ReplyParser
+from hana_server.replies import effective_think, reply_parser, strip_old_thinking
 from hana_server.requests import ChatRequest, GenerateRequest
 from hana_server.scheduler import RUNNER_LOST, Lease, Scheduler
 from hana_server.store.model import Model
@@ -62,6 +65,12 @@ def chat_fields(text: str) -> Chunk:
     return {"message": {"role": "assistant", "content": text}}
 
 
+def full_name(model: Model) -> str:
+    """host/namespace/model:tag, as Ollama names a model in its tools and vision errors."""
+    host, namespace, name, tag = model.name.parts
+    return f"{host}/{namespace}/{name}:{tag}"
+
+
 def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
     """Ollama's `format` as the runner's grammar fields."""
     if fmt is None or fmt == "":
@@ -84,6 +93,7 @@ class AnswerStream:
     started: float
     wrap: TextFields
     count_tokens: TokenCounter = _no_count
+    parser: ReplyParser | None = None  # thinking and tool calls (replies.py); None: all content
 
     async def __aenter__(self) -> AnswerStream:
         return self
@@ -96,10 +106,15 @@ class AnswerStream:
         try:
             async for part in self.lease.client.completion(self.payload):
                 if part.get("done"):
+                    if self.parser is not None and (rest := self.parser.finish()):
+                        yield answer_chunk(name, self.parser.fields(rest), done=False)
                     yield self._final(name, part)
                     return
                 if part.get("content"):
-                    yield answer_chunk(name, self.wrap(part["content"]), done=False)
+                    if self.parser is None:
+                        yield answer_chunk(name, self.wrap(part["content"]), done=False)
+                    elif piece := self.parser.add(part["content"]):
+                        yield answer_chunk(name, self.parser.fields(piece), done=False)
             raise RunnerFailed(RUNNER_LOST)
         except httpx.HTTPError as error:
             log.warning("runner stream for %s broke: %s", name, error)
@@ -171,13 +186,23 @@ class GenerationService:
 
     # ------------------------------------------------------------------ generate
 
-    def check_common(self, model: Model, think: object, images: list[str] | None) -> None:
+    def check_common(
+        self,
+        model: Model,
+        think: object,
+        images: list[str] | None,
+        sent: str = "",
+        endpoint: str = "generate",
+    ) -> None:
+        """Ollama's capability checks, worded as Ollama words them: generate/chat/thinking name
+        the model as the request wrote it (`sent`), vision by its full name."""
+        quoted = json.dumps(sent or model.name.display)
         if "embedding" in model.capabilities and "completion" not in model.capabilities:
-            raise InvalidRequest(f'"{model.name.display}" does not support generate')
+            raise InvalidRequest(f"{quoted} does not support {endpoint}")
         if think not in (None, False) and "thinking" not in model.capabilities:
-            raise InvalidRequest(f'"{model.name.display}" does not support thinking')
+            raise InvalidRequest(f"{quoted} does not support thinking")
         if images and "vision" not in model.capabilities:
-            raise InvalidRequest(f"{model.name} does not support vision")
+            raise InvalidRequest(f"{full_name(model)} does not support vision")
 
     async def start_generate(self, req: GenerateRequest) -> AnswerStream | Chunk:
         """An AnswerStream to stream, or a final chunk for load/unload requests."""
@@ -187,22 +212,28 @@ class GenerationService:
         options = merge_options(model.parameters, req.options)
         if req.raw and (req.template or req.system or req.context):
             raise InvalidRequest("raw mode does not support template, system, or context")
-        self.check_common(model, req.think, req.images)
+        self.check_common(model, req.think, req.images, req.model)
         fmt = runner_format(req.format)
         if req.prompt == "" and not req.suffix:
             return await self.load_or_unload(model, keep_alive, options, generate_fields)
+        think = effective_think(model, req.think)
         if req.raw:
             prompt, default_stop = req.prompt, []
+            parser = await render_off_loop(  # reads the model's template: off the loop too
+                lambda: reply_parser(model, None, prompt=prompt, think=think, chat=False)
+            )
         else:
             templated = dataclasses.replace(model, template=req.template) if req.template else model
 
-            def render() -> tuple[str, list[str]]:
+            def render() -> tuple[str, list[str], ReplyParser]:
                 builder = PromptBuilder.for_model(templated, self.scheduler.info(model))
-                return builder.generate(
-                    req.prompt, system=req.system, suffix=req.suffix
-                ), builder.stop
+                text = builder.generate(
+                    req.prompt, system=req.system, suffix=req.suffix, think=think
+                )
+                found = reply_parser(model, builder.template, prompt=text, think=think, chat=False)
+                return text, builder.stop, found
 
-            prompt, default_stop = await render_off_loop(render)
+            prompt, default_stop, parser = await render_off_loop(render)
         return await self._complete(
             model,
             options,
@@ -212,6 +243,7 @@ class GenerationService:
             fmt,
             started,
             generate_fields,
+            parser,
         )
 
     async def start_chat(self, req: ChatRequest) -> AnswerStream | Chunk:
@@ -223,19 +255,24 @@ class GenerationService:
         keep_alive = parse_keep_alive(req.keep_alive)
         options = merge_options(model.parameters, req.options)
         images = [image for m in req.messages for image in (m.images or [])]
-        self.check_common(model, req.think, images)
+        self.check_common(model, req.think, images, req.model, "chat")
         if req.tools and "tools" not in model.capabilities:
-            raise InvalidRequest(f"{model.name} does not support tools")
+            raise InvalidRequest(f"{full_name(model)} does not support tools")
         fmt = runner_format(req.format)
         if not req.messages:
             return await self.load_or_unload(model, keep_alive, options, chat_fields)
-        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        messages = strip_old_thinking(
+            model, [m.model_dump(exclude_none=True) for m in req.messages]
+        )
+        think = effective_think(model, req.think)
 
-        def render() -> tuple[str, list[str]]:
+        def render() -> tuple[str, list[str], ReplyParser]:
             builder = PromptBuilder.for_model(model, self.scheduler.info(model))
-            return builder.chat(messages, tools=req.tools), builder.stop
+            text = builder.chat(messages, tools=req.tools, think=think)
+            found = reply_parser(model, builder.template, prompt=text, think=think, tools=req.tools)
+            return text, builder.stop, found
 
-        prompt, default_stop = await render_off_loop(render)
+        prompt, default_stop, parser = await render_off_loop(render)
         return await self._complete(
             model,
             options,
@@ -245,6 +282,7 @@ class GenerationService:
             fmt,
             started,
             chat_fields,
+            parser,
         )
 
     async def _complete(
@@ -257,6 +295,7 @@ class GenerationService:
         fmt: dict[str, Any],
         started: float,
         wrap: TextFields,
+        parser: ReplyParser | None = None,
     ) -> AnswerStream:
         runner_options = sampling(options)
         if "stop" not in runner_options and default_stop:
@@ -264,7 +303,7 @@ class GenerationService:
         payload = {"prompt": prompt, "options": runner_options, **fmt}
         # Last: from here on the AnswerStream owns the slot (see the module's docstring).
         lease = await self.scheduler.acquire(model, options, keep_alive)
-        return AnswerStream(model, lease, payload, started, wrap, self.count_tokens)
+        return AnswerStream(model, lease, payload, started, wrap, self.count_tokens, parser)
 
     # ------------------------------------------------------------------ embeddings
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from hana_protocol.errors import InvalidRequest
+from hana_server.tool_schema import check_tools
 
 
 def _required(model: str) -> str:
@@ -33,11 +34,24 @@ class ContentPart(OpenAIRequest):
     text: str = ""
 
 
+class FunctionCall(OpenAIRequest):
+    name: str
+    arguments: str | dict[str, Any] | None = None  # OpenAI sends a JSON string
+
+
+class OpenAIToolCall(OpenAIRequest):
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall
+
+
 class ChatMessage(OpenAIRequest):
     role: str = "user"
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
+    reasoning: str | None = None  # earlier thinking, as Ollama's /v1 names it
 
     def text(self) -> str:
         """The content as text: a string, or the text parts of a list of content parts."""
@@ -119,8 +133,15 @@ class Sampling(OpenAIRequest):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+class Reasoning(OpenAIRequest):
+    effort: str | None = None
+
+
 class ChatCompletionRequest(Sampling):
     messages: list[ChatMessage]
+    tools: Annotated[list[dict[str, Any]] | None, BeforeValidator(check_tools)] = None
+    reasoning_effort: str | None = None
+    reasoning: Reasoning | None = None
 
     @field_validator("messages")
     @classmethod

@@ -6,6 +6,7 @@ reads them, and neither side imports the other through them.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,7 +20,9 @@ from pydantic import (
 )
 
 from hana_protocol.durations import parse_keep_alive
+from hana_protocol.errors import InvalidRequest
 from hana_protocol.options import check_option
+from hana_server.tool_schema import check_tools
 
 
 def _checked_keep_alive(value: Any) -> Any:
@@ -36,10 +39,28 @@ def _checked_options(options: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+THINK_LEVELS = ("high", "medium", "low", "max")
+_THINK_CHOICES = '"high", "medium", "low", "max", true, or false'
+
+
+def _checked_think(value: Any) -> Any:
+    # Ollama's ThinkValue decoding: a boolean, or one of the levels.
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value not in THINK_LEVELS:
+            raise InvalidRequest(
+                f"invalid think value: {json.dumps(value)} (must be {_THINK_CHOICES})"
+            )
+        return value
+    raise InvalidRequest(f"think must be a boolean or string ({_THINK_CHOICES})")
+
+
 # Checked when the body is parsed, so no request with a value the scheduler cannot hold (a
 # keep_alive beyond Go's durations, a NaN temperature) ever reaches it.
 KeepAlive = Annotated[float | int | str | None, BeforeValidator(_checked_keep_alive)]
 Options = Annotated[dict[str, Any] | None, AfterValidator(_checked_options)]
+Think = Annotated[bool | str | None, BeforeValidator(_checked_think)]
 
 
 class Request(BaseModel):
@@ -92,7 +113,7 @@ class GenerationRequest(Named):
     options: Options = None
     stream: bool | None = True
     keep_alive: KeepAlive = None
-    think: bool | str | None = None
+    think: Think = None
     truncate: bool | None = None
     shift: bool | None = None
     logprobs: bool | None = None
@@ -118,7 +139,7 @@ class GenerateRequest(GenerationRequest):
 
 class ChatRequest(GenerationRequest):
     messages: list[Message] = []
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]] | None, BeforeValidator(check_tools)] = None
 
 
 class ShowRequest(Named):

@@ -32,13 +32,24 @@ OLLAMA_COMPATIBLE_VERSION = "0.13.0"  # what clients that check versions expect 
 
 
 def collect(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The non-stream answer: text fields concatenated, the last chunk's metrics kept."""
+    """The non-stream answer: text fields (content, thinking, tool calls) concatenated, the last
+    chunk's metrics kept."""
     final = dict(chunks[-1])
     if "response" in final:
         final["response"] = "".join(c.get("response", "") for c in chunks)
+        if thinking := "".join(c.get("thinking", "") for c in chunks):
+            # beside `response`, where the chunks carry it
+            items = [(k, v) for k, v in final.items() if k != "thinking"]
+            at = [k for k, _ in items].index("response") + 1
+            final = dict([*items[:at], ("thinking", thinking), *items[at:]])
     if "message" in final:
-        text = "".join(c.get("message", {}).get("content", "") for c in chunks)
-        final["message"] = {**final["message"], "content": text}
+        messages = [c.get("message", {}) for c in chunks]
+        message = {**final["message"], "content": "".join(m.get("content", "") for m in messages)}
+        if thinking := "".join(m.get("thinking", "") for m in messages):
+            message["thinking"] = thinking
+        if calls := [call for m in messages for call in m.get("tool_calls", [])]:
+            message["tool_calls"] = calls
+        final["message"] = message
     return final
 
 

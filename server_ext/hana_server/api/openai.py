@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hana_protocol.errors import HanaError, ModelNotFound
+from hana_server.api import openai_chat
 from hana_server.api.base import HanaHandlerMixin, validated
 from hana_server.generation import AnswerStream
 from hana_server.openai_requests import (
@@ -74,19 +75,13 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
 
         async def work() -> None:
             body = self.parse(ChatCompletionRequest)
-            native = [
-                {
-                    "role": m.role,
-                    "content": m.text(),
-                    **({"tool_name": m.name} if m.role == "tool" and m.name else {}),
-                }
-                for m in body.messages
-            ]
             req = validated(
                 ChatRequest,
                 {
                     "model": body.model,
-                    "messages": native,
+                    "messages": openai_chat.native_messages(body),
+                    "tools": body.tools,
+                    "think": openai_chat.think_of(body),
                     "options": body.options(),
                     "format": body.format(),
                     "stream": True,
@@ -112,7 +107,7 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
             await self.stream_sse(self._chunks(completion, base, body.include_usage))
             return
         chunks = [c async for c in completion.chunks()]
-        text = "".join(c["message"]["content"] for c in chunks)
+        message = openai_chat.whole_message(chunks)
         final = chunks[-1]
         self.send_json(
             {
@@ -121,8 +116,10 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": FINISH.get(final.get("done_reason"), "stop"),
+                        "message": message,
+                        "finish_reason": openai_chat.finish_reason(
+                            final.get("done_reason"), "tool_calls" in message
+                        ),
                     }
                 ],
                 "usage": usage(final),
@@ -132,29 +129,25 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
     async def _chunks(
         self, completion: AnswerStream, base: dict[str, Any], include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
-        first = True
+        first, made_calls = True, False
         async with contextlib.aclosing(completion.chunks()) as chunks:
             async for chunk in chunks:
                 obj = {**base, "object": "chat.completion.chunk"}
                 if chunk.get("done"):
+                    reason = openai_chat.finish_reason(chunk.get("done_reason"), made_calls)
                     yield {
                         **obj,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {},
-                                "finish_reason": FINISH.get(chunk.get("done_reason"), "stop"),
-                            }
-                        ],
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
                     }
                     if include_usage:
                         yield {**obj, "choices": [], "usage": usage(chunk)}
                     return
-                delta: dict[str, Any] = {"content": chunk["message"]["content"]}
-                if first:
-                    delta = {"role": "assistant", **delta}
-                    first = False
-                yield {**obj, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                for delta in openai_chat.deltas(chunk["message"]):
+                    made_calls = made_calls or "tool_calls" in delta
+                    if first:
+                        delta = {"role": "assistant", **delta}
+                        first = False
+                    yield {**obj, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
 
 class CompletionsHandler(OpenAIHandlerMixin):

@@ -143,7 +143,7 @@ def build_manifest(
     if final_template is not None or origin.from_gguf:
         weights = [c for c in config["capabilities"] if c in WEIGHT_CAPABILITIES]
         config["capabilities"] = weights + template_capabilities(
-            final_template, origin.chat_template
+            final_template, origin.chat_template, str(config.get("model_family") or "")
         )
     if changes.requires:
         config["requires"] = changes.requires

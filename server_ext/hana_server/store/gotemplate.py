@@ -68,6 +68,11 @@ class GoTemplate:
         `TemplateLimitExceeded` when the render runs past `limits`."""
         return Executor(self.source, self._parsed, self._functions, limits).run(data)
 
+    @property
+    def parsed(self) -> ParsedTemplate:
+        """The syntax tree (immutable), for analyses such as store/template_tags.py."""
+        return self._parsed
+
     def identifiers(self) -> frozenset[str]:
         """Lower-cased field and variable names the template mentions (Ollama's ``Template.Vars``).
 

@@ -14,28 +14,62 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.names import ModelName
+from hana_server.store.template_tags import parsed_template, thinking_tags
 
 log = logging.getLogger("hana.store")
 
 # Capabilities that come from the weights; the others come from the prompt template.
-WEIGHT_CAPABILITIES = ("completion", "embedding", "vision")
+WEIGHT_CAPABILITIES = ("completion", "embedding", "vision", "audio")
 
 
-def template_capabilities(template: str | None, chat_template: str | None = None) -> list[str]:
-    """What a prompt template lets a model do: a Go template's `.Tools`, `.Suffix`, `.Think`
-    variables, or (without one) a GGUF Jinja template that reads `tools`."""
-    if template is None:
-        return ["tools"] if chat_template and re.search(r"\btools\b", chat_template) else []
+THINKING_FAMILIES = ("gptoss", "gpt-oss")  # harmony models think without tags in a template
+
+
+def template_capabilities(
+    template: str | None, chat_template: str | None = None, family: str = ""
+) -> list[str]:
+    """What a prompt template lets a model do, decided as Ollama decides it.
+
+    A Go template: it mentions `.Tools` (tools), `.Suffix` (insert), and thinking tags can be
+    inferred from it (thinking, see template_tags.py). Without one, the GGUF's Jinja template:
+    it mentions `tools` or `tool_call` (tools), or both `<think>` and `</think>` (thinking).
+    The gpt-oss family always thinks (its harmony format has channels instead of tags).
+    """
     found = []
-    for var, capability in (("Tools", "tools"), ("Suffix", "insert"), ("Think", "thinking")):
-        if re.search(rf"\.{var}\b", template):
-            found.append(capability)
+    if template is not None:
+        names = _identifiers(template)
+        if "tools" in names:
+            found.append("tools")
+        if "suffix" in names:
+            found.append("insert")
+        if thinking_tags(template) is not None:
+            found.append("thinking")
+    elif chat_template:
+        if "tools" in chat_template or "tool_call" in chat_template:  # Ollama: substrings
+            found.append("tools")
+        if "<think>" in chat_template and "</think>" in chat_template:
+            found.append("thinking")
+    if family in THINKING_FAMILIES and "thinking" not in found:
+        found.append("thinking")
     return found
 
 
+def _identifiers(template: str) -> frozenset[str]:
+    parsed = parsed_template(template)
+    if parsed is None:
+        # Unparseable: requests to it get the parser's 400; list what the text mentions.
+        return frozenset(m.lower() for m in re.findall(r"\.([A-Za-z]\w*)", template))
+    return parsed.identifiers()
+
+
 def weight_capabilities(info: GGUFInfo) -> list[str]:
-    # Ollama's rule: a pooling type makes an embedding model, anything else completes text.
-    return ["embedding"] if info.pooling_type is not None else ["completion"]
+    """Ollama's rules on the GGUF: a pooling type makes an embedding model, anything else
+    completes text; a vision (or audio) encoder adds vision (audio)."""
+    found = ["embedding"] if info.pooling_type is not None else ["completion"]
+    for part in ("vision", "audio"):
+        if f"{info.architecture}.{part}.block_count" in info.kv:
+            found.append(part)
+    return found
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,6 +128,10 @@ class Model:
         try:
             mtime_ns = self.model_path.stat().st_mtime_ns
         except OSError:
-            return ["completion", *template_capabilities(self.template)]
+            return ["completion", *template_capabilities(self.template, family=self.family)]
         weights = list(_weight_capabilities_of(self.model_path, mtime_ns))
-        return weights + template_capabilities(self.template)
+        return weights + template_capabilities(self.template, family=self.family)
+
+    @property
+    def family(self) -> str:
+        return str(self.config.get("model_family") or "")
