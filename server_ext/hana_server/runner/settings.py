@@ -21,6 +21,8 @@ class RunnerSettings:
     embedding: bool = False
     swa_full: bool = False
     parent_pid: int | None = None
+    gpu_layers: int = 0  # llama.cpp's n_gpu_layers (the scheduler's placement)
+    main_gpu: int = 0
 
 
 def _positive(text: str) -> int:
@@ -48,6 +50,10 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         "--swa-full", action="store_true", help="full-size sliding-window cache (prefix reuse)"
     )
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies")
+    parser.add_argument(
+        "--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (last ones first)"
+    )
+    parser.add_argument("--main-gpu", type=int, default=0, help="the GPU those layers go to")
     args = parser.parse_args(argv)
     return RunnerSettings(
         model=args.model,
@@ -58,4 +64,6 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         embedding=args.embedding,
         swa_full=args.swa_full,
         parent_pid=args.parent_pid,
+        gpu_layers=max(0, args.gpu_layers),
+        main_gpu=max(0, args.main_gpu),
     )
