@@ -17,6 +17,13 @@ cp "$PARTS"/gpu-libs.tgz.part-* "$OUT/"
 (cd "$OUT" && grep -E '^[0-9a-f]{64}  gpu-libs' "$PARTS/README.md" | sha256sum -c --quiet)
 PKG=$("$PY" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("llama_cpp").origin))')
 cp -r "$PKG" "$OUT/py/llama_cpp"
+# llama_cpp imports typing_extensions and diskcache (pure Python); the GPU machine lacks them.
+"$PY" - "$OUT/py" <<'PY'
+import os, shutil, sys
+import diskcache, typing_extensions
+shutil.copy(typing_extensions.__file__, sys.argv[1])
+shutil.copytree(os.path.dirname(diskcache.__file__), os.path.join(sys.argv[1], "diskcache"))
+PY
 rm -rf "$OUT/py/llama_cpp/lib" "$OUT/py/llama_cpp/server"
 find "$OUT/py" -name __pycache__ -prune -exec rm -rf {} +
 du -sh "$OUT"

@@ -406,8 +406,9 @@ def main() -> None:
 
     report: dict[str, Any] = {"host": platform.node(), "python": platform.python_version()}
     args.work.mkdir(parents=True, exist_ok=True)
-    libs = None if args.cpu_only else prepare_libs(args.bundle, args.work)
-    use_gpu = libs is not None and shutil.which("nvidia-smi") is not None
+    has_gpu = not args.cpu_only and shutil.which("nvidia-smi") is not None
+    libs = prepare_libs(args.bundle, args.work) if has_gpu else None
+    use_gpu = libs is not None
     report["gpu"] = gpu_name() if use_gpu else None
     if not use_gpu:
         report["gpu_skipped"] = "no GPU bundle or no nvidia-smi: CPU-only check with a tiny model"
@@ -417,14 +418,15 @@ def main() -> None:
     paths = [str(ROOT), str(ROOT / "server_ext")]
     if libs is not None and (args.bundle / "py" / "llama_cpp").is_dir():
         paths.insert(0, str(args.bundle / "py"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_WAIT_POLICY": "PASSIVE"}
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + inherited)}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # as hana's runners
     if libs is not None:
         env["LLAMA_CPP_LIB_PATH"] = str(libs)
         env["LD_LIBRARY_PATH"] = os.pathsep.join([str(libs), env.get("LD_LIBRARY_PATH", "")])
     sys.path[:0] = paths
 
     from hana_server.gpu.placement import GPU_CONTEXT_BYTES, layer_costs, place
-    from hana_server.launchers.protocol import RunnerSpec
 
     probe = subprocess.run(
         [sys.executable, "-m", "hana_server.gpu.probe"],
@@ -442,8 +444,11 @@ def main() -> None:
     if use_gpu and not free:  # the probe failed: measure anyway, with nvidia-smi's numbers
         from hana_server.gpu.probe import nvidia_smi_devices
 
-        free = {d["index"]: d["free"] for d in nvidia_smi_devices()}
-        report["free_from"] = "nvidia-smi"
+        try:
+            free = {d["index"]: d["free"] for d in nvidia_smi_devices()}
+            report["free_from"] = "nvidia-smi"
+        except (OSError, subprocess.SubprocessError, ValueError) as error:
+            report["free_from"] = f"nothing: {error}"
 
     shape_a, shape_b = (
         (SHAPES["bench"], SHAPES["bench-small"]) if use_gpu else (SHAPES["tiny"],) * 2
@@ -461,8 +466,9 @@ def main() -> None:
     info_a = gguf_info_of(model_a, shape_a, sizes_a)
     info_b = gguf_info_of(model_b, shape_b, sizes_b)
     ctx, parallel = 1024, 4
-    spec = RunnerSpec(model_a, ctx, parallel, embedding=False, swa_full=False)
-    spec_b = RunnerSpec(model_b, ctx, parallel, embedding=False, swa_full=False)
+    # What placement reads of a RunnerSpec (hana_server.launchers would import httpx).
+    spec = SimpleNamespace(model_path=model_a, ctx_size=ctx, parallel=parallel, embedding=False)
+    spec_b = SimpleNamespace(model_path=model_b, ctx_size=ctx, parallel=parallel, embedding=False)
     cores = os.cpu_count() or 1
     runs: dict[str, Any] = {}
     common = {"ctx": ctx, "parallel": parallel, "tokens": tokens}
