@@ -505,10 +505,10 @@ class Scheduler:
 
     def _measured_vram(self, runner: LoadedRunner, health: dict[str, object]) -> None:
         """Count what the runner says its GPU buffers take (plus its GPU context) instead of the
-        estimate, so later placements see the truth."""
+        estimate, so later placements see the truth; none at all if it offloaded nothing."""
         buffers = health.get("vram_bytes")
-        if runner.spec.gpu_layers > 0 and isinstance(buffers, int) and buffers > 0:
-            vram = buffers + GPU_CONTEXT_BYTES
+        if runner.spec.gpu_layers > 0 and isinstance(buffers, int) and buffers >= 0:
+            vram = buffers + GPU_CONTEXT_BYTES if buffers else 0
             runner.size += vram - runner.size_vram
             runner.size_vram = vram
 

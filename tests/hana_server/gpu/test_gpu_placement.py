@@ -226,6 +226,10 @@ async def test_the_runners_measured_gpu_buffers_replace_the_estimate(
     spec = scheduler.spec_for(models["a"], {})
     host = place(info_of(models["a"]), spec, None, {0: 80 << 30}).host_bytes
     assert entry.size == host + entry.size_vram
+    # A runner whose llama.cpp offloaded nothing after all holds no GPU memory.
+    launcher.default = Script(vram_bytes=0)
+    await use(scheduler, models["b"])
+    assert snapshot(scheduler, models["b"]).size_vram == 0
 
 
 async def test_the_host_budget_counts_only_the_host_part(start: Any, models: Any) -> None:
