@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILD_TIMEOUT = 300.0
 
 # ------------------------------------------------------------------------------------ GGUF
 
@@ -252,7 +251,8 @@ def child(args: argparse.Namespace) -> None:
             "host_buffer_bytes": llama_log.buffer_bytes,
         }
         print(json.dumps(loaded), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # "go"
+        if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
+            os._exit(0)  # the parent gave up (or died): measure nothing
 
         async def one(prompt: str, tokens: int = args.tokens) -> dict[str, Any]:
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -307,15 +307,18 @@ class Child:
         )
 
     def read(self) -> dict[str, Any]:
+        """The child's next JSON line; a child that died or gave an error line is killed and
+        raises."""
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        while time.monotonic() < deadline:
+        line = self.proc.stdout.readline()
+        while line and not line.startswith("{"):
             line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"child {self.opts} exited with {self.proc.wait()}")
-            if line.startswith("{"):
-                return json.loads(line)
-        raise RuntimeError(f"child {self.opts} timed out")
+        message = json.loads(line) if line else None
+        if message is None or "crash" in message:
+            self.proc.kill()
+            code = self.proc.wait()
+            raise RuntimeError(f"child {self.opts} failed (exit {code}): {message}")
+        return message
 
     def go(self) -> None:
         assert self.proc.stdin is not None
@@ -473,47 +476,51 @@ def main() -> None:
     runs: dict[str, Any] = {}
     common = {"ctx": ctx, "parallel": parallel, "tokens": tokens}
 
-    runs["cpu"] = run_one(env, model_a, gpu_layers=0, threads=cores, **common)
-    if use_gpu:
+    report["runs"] = runs
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def step(name: str, measure: Any, into: dict[str, Any] = runs) -> None:
+        """Run one measurement; a failure is recorded, not fatal, and the report is saved after
+        every step (a run cut short by the device's time limit still returns what it has)."""
+        try:
+            into[name] = measure()
+        except Exception as error:
+            into[name] = {"error": repr(error)}
+        (args.out / "gpu_device.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    if use_gpu:  # the GPU figures first: they are what the device run is for
         full = place(info_a, spec, None, free)
         report["placement_a"] = {
             "gpu_layers": full.gpu_layers,
+            "total_layers": full.total_layers,
             "estimated_vram_bytes": full.vram_bytes,
             "estimated_host_bytes": full.host_bytes,
             "gpu_context_bytes": GPU_CONTEXT_BYTES,
         }
-        runs["gpu_full_1_thread"] = run_one(
-            env, model_a, gpu_layers=full.gpu_layers, threads=1, **common
+        layers = full.gpu_layers
+        single = {"ctx": ctx, "parallel": 1, "tokens": tokens}
+        step(
+            "gpu_full_1_thread",
+            lambda: run_one(env, model_a, gpu_layers=layers, threads=1, **common),
         )
-        runs["gpu_full_16_threads"] = run_one(
-            env,
-            model_a,
-            gpu_layers=full.gpu_layers,
-            threads=cores,
-            ctx=ctx,
-            parallel=1,
-            tokens=tokens,
+        step(
+            "gpu_full_16_threads",
+            lambda: run_one(env, model_a, gpu_layers=layers, threads=cores, **single),
         )
-        runs["gpu_half"] = run_one(
-            env,
-            model_a,
-            gpu_layers=full.total_layers // 2,
-            threads=cores,
-            ctx=ctx,
-            parallel=1,
-            tokens=tokens,
-        )
+        half = full.total_layers // 2
+        step("gpu_half", lambda: run_one(env, model_a, gpu_layers=half, threads=cores, **single))
         measured = runs["gpu_full_1_thread"]
         if "nvidia_smi_process_bytes" in measured:
             report["gpu_context_measured_bytes"] = (
                 measured["nvidia_smi_process_bytes"] - measured["vram_bytes"]
             )
-        report["two_models"] = two_models(env, info_a, info_b, spec, spec_b, common, layer_costs)
-    report["runs"] = runs
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_device.json").write_text(text + "\n")
+        step(
+            "two_models",
+            lambda: two_models(env, info_a, info_b, spec, spec_b, common, layer_costs),
+            report,
+        )
+    step("cpu", lambda: run_one(env, model_a, gpu_layers=0, threads=cores, **common))
+    print(json.dumps(report, indent=2))
 
 
 def two_models(
