@@ -16,20 +16,20 @@ from hana_server.store.gguf_info import GGUFInfo
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import gpu_device  # noqa: E402
+import gguf_writer  # noqa: E402
 
 
 def test_the_generated_gguf_reads_as_the_script_says(tmp_path: Path) -> None:
-    shape = gpu_device.SHAPES["tiny"]
+    shape = gguf_writer.SHAPES["tiny"]
     path = tmp_path / "tiny.gguf"
-    sizes = gpu_device.write_gguf(path, shape, seed=3)
+    sizes = gguf_writer.write_gguf(path, shape, seed=3)
     info = GGUFInfo.read(path)
     assert (info.architecture, info.block_count, info.file_type) == ("llama", 4, "Q8_0")
     assert (info.head_count, info.head_count_kv, info.vocab_size) == (4, 2, shape.n_vocab)
     assert info.layer_bytes == tuple(sizes["layer_bytes"])
     assert info.output_bytes == sizes["output_bytes"]
     # The script's stand-in for GGUFInfo gives hana's placement the same answers.
-    stand_in = gpu_device.gguf_info_of(path, shape, sizes)
+    stand_in = gguf_writer.gguf_info_of(path, shape, sizes)
     assert stand_in.kv_bytes_per_token() == info.kv_bytes_per_token()
     spec = RunnerSpec(path, 1024, 4, embedding=False, swa_full=False)
     for free in (0, 600 << 20, 700 << 20, 80 << 30):
