@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench bench-pull lint clean fuzz soak
+.PHONY: install model test lab serve bench bench-pull lint clean fuzz soak install-cuda gpu-bundle
 
 install: $(STAMP) labextension
 
@@ -105,6 +105,17 @@ soak: install
 # Pull throughput from a loopback registry: hana's /api/pull vs curl on the same 250 MB blob.
 bench-pull: model $(STAMP)
 	$(BIN)/python bench/pull.py
+
+# GPU offload (docs: README "GPU"): rebuild llama-cpp-python with llama.cpp's CUDA backend
+# (needs the CUDA toolkit; ~10 min). Not part of `install`: the default build is CPU-only.
+GPU_CMAKE_ARGS ?= -DGGML_CUDA=on
+install-cuda: $(STAMP)
+	CMAKE_ARGS="$(GPU_CMAKE_ARGS) $(CMAKE_ARGS)" $(BIN)/pip install --force-reinstall --no-deps \
+	  --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
+
+# What bench/gpu_device.py needs on a GPU machine without network, in .make/gpu-bundle (44 MiB).
+gpu-bundle: $(STAMP)
+	PYTHON=$(BIN)/python sh bench/gpu_bundle.sh
 
 lint: install
 	$(BIN)/ruff check .

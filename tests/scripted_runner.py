@@ -60,6 +60,7 @@ class Script:
     load_gate: Gate | None = None  # loading stops here until opened
     load_error: str | None = None  # the load fails with this message (the runner exits 1)
     memory_bytes: int = 1 << 20
+    vram_bytes: int | None = None  # GPU buffers reported when layers were offloaded (None: none)
     embedding: list[float] | None = None  # every input's vector (default: from its length)
 
 
@@ -217,7 +218,15 @@ class ScriptedRunner:
             "queued": 0,
             "threads": self.threads,
             "memory_bytes": self.script.memory_bytes if self.loaded else 0,
+            **self._gpu_health(),
         }
+
+    def _gpu_health(self) -> dict[str, int]:
+        """What a real runner says of its GPU part: the layers it was started with, and the
+        scripted GPU buffer bytes once loaded."""
+        if not self.loaded or self.spec.gpu_layers <= 0 or self.script.vram_bytes is None:
+            return {}
+        return {"vram_bytes": self.script.vram_bytes, "gpu_layers": self.spec.gpu_layers}
 
 
 class ScriptedLauncher:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from hana_server.config import HanaSettings
+from hana_server.gpu.detect import GpuProvider
 from hana_server.service import HanaService
 from hana_server.shared_port import bind_shared_port, make_shared_port_app, url_for
 from scripted_runner import Script, ScriptedLauncher
@@ -23,7 +24,7 @@ from tiny_gguf import write_tiny_gguf
 class ScriptedServer:
     """The shared-port app + `HanaService(launcher=ScriptedLauncher)` on 127.0.0.1."""
 
-    def __init__(self, root: Path, **settings: Any) -> None:
+    def __init__(self, root: Path, gpu: GpuProvider | None = None, **settings: Any) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.settings = HanaSettings(
@@ -34,7 +35,7 @@ class ScriptedServer:
             **settings,
         )
         self.launcher = ScriptedLauncher()
-        self.service = HanaService(self.settings, launcher=self.launcher)
+        self.service = HanaService(self.settings, launcher=self.launcher, gpu=gpu)
         self.url = ""
         self.http = httpx.Client(timeout=httpx.Timeout(30.0), trust_env=False)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -6,7 +6,7 @@ same setting is `c.HanaApp.keep_alive` under Jupyter and `HANA_KEEP_ALIVE` for `
 
 from __future__ import annotations
 
-from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from hana_protocol.durations import parse_env_keep_alive
@@ -125,6 +125,27 @@ class HanaSettings(RoutingSettings, LoggingConfigurable):
     @default("memory_budget")
     def _default_memory_budget(self) -> int:
         return env_int("HANA_MEMORY_BUDGET", fallback=0)
+
+    gpu = Enum(
+        ["auto", "probe", "off"],
+        help="GPU offload ($HANA_GPU): 'auto' asks llama.cpp for GPUs where llama-cpp-python has "
+        "a GPU backend library, 'probe' asks it always (a statically linked GPU build), 'off' "
+        "runs every model on the CPU.",
+    ).tag(config=True)
+
+    @default("gpu")
+    def _default_gpu(self) -> str:
+        value = (env_value("HANA_GPU") or "auto").lower()
+        return value if value in ("auto", "probe", "off") else "auto"
+
+    gpu_overhead = Int(
+        help="Bytes of each GPU that hana leaves to other programs ($HANA_GPU_OVERHEAD, "
+        "$OLLAMA_GPU_OVERHEAD)."
+    ).tag(config=True)
+
+    @default("gpu_overhead")
+    def _default_gpu_overhead(self) -> int:
+        return max(0, env_int("HANA_GPU_OVERHEAD", "OLLAMA_GPU_OVERHEAD", fallback=0))
 
     load_timeout = Float(
         300.0, help="Seconds a model may take to load before the request fails."

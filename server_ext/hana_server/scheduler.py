@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ from hana_protocol.errors import (
     ServerBusy,
 )
 from hana_server.events import EventBus
+from hana_server.gpu.budget import GpuBudget
+from hana_server.gpu.detect import GpuProvider
+from hana_server.gpu.placement import GPU_CONTEXT_BYTES, Placement, place
 from hana_server.launchers.cpu import granted_cpus
 from hana_server.launchers.protocol import (
     LaunchedRunner,
@@ -44,7 +47,7 @@ from hana_server.launchers.protocol import (
     RunnerLauncher,
     RunnerSpec,
 )
-from hana_server.memory import MemoryBudget, estimate_runner_bytes
+from hana_server.memory import MemoryBudget
 from hana_server.snapshots import RunnerSnapshot, WaitingSnapshot
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.store import Model
@@ -110,6 +113,13 @@ class LoadedRunner:
     expiry: asyncio.TimerHandle | None = None
     load_task: asyncio.Task[None] | None = None
     tokens_per_second: float | None = None
+    placement: Placement = field(default_factory=Placement)
+    size_vram: int = 0  # of `size`, the bytes on GPU `placement.device`
+
+    @property
+    def on_cpu(self) -> bool:
+        """Computes on the CPU (not every layer offloaded): the thread budget counts it."""
+        return not self.placement.full
 
     @property
     def idle(self) -> bool:
@@ -171,6 +181,8 @@ class Scheduler:
         num_threads: int = 0,
         num_parallel_per_model: dict[str, int] | None = None,
         thread_budget: bool = True,
+        gpu: GpuProvider | None = None,
+        gpu_overhead: int = 0,
     ) -> None:
         self.launcher = launcher
         self.default_keep_alive = default_keep_alive
@@ -183,6 +195,7 @@ class Scheduler:
         self.memory = memory
         self.cpus = num_threads or granted_cpus()
         self.thread_budget = thread_budget
+        self.gpu = GpuBudget(gpu, gpu_overhead)
         self.events = EventBus()
         self._runners: list[LoadedRunner] = []
         self._waiters: deque[Waiter] = deque()
@@ -208,6 +221,7 @@ class Scheduler:
             parallel=1 if embedding else max(1, parallel),
             embedding=embedding,
             swa_full=bool(info.sliding_window),
+            num_gpu=self.gpu.num_gpu(model.name.display, options, model.parameters),
         )
 
     def info(self, model: Model) -> GGUFInfo:
@@ -225,13 +239,16 @@ class Scheduler:
         if self._closed:
             raise RunnerFailed("server is shutting down")
         keep_alive = checked_keep_alive(keep_alive)
+        if self.gpu.info is None:
+            await self.gpu.ensure()
         spec = self.spec_for(model, options)
         runner = self._ready_runner(spec)
         if runner is not None:
             return self._admit(runner, keep_alive)
         if len(self._waiters) >= self.max_queue:
             raise ServerBusy()
-        size = estimate_runner_bytes(self.info(model), spec)
+        # With a GPU, the host part of the best placement (an otherwise empty GPU) must fit.
+        size = self._place(model, spec, self.gpu.free(())).host_bytes
         if size > self.memory.total():
             raise ModelTooLarge(
                 f"model '{model.name.display}' needs about {size / 2**30:.1f} GiB with "
@@ -327,9 +344,11 @@ class Scheduler:
                 return
         if any(r.spec.model_path == spec.model_path for r in self._runners):
             return  # the old one is still going away
-        size = estimate_runner_bytes(self.info(waiter.model), spec)
-        if self._fits(size):
-            self._start_load(waiter, size)
+        placement = self._place(waiter.model, spec, self._gpu_free(keep_idle=True))
+        if self.gpu.available and self._make_gpu_room(waiter, placement):
+            return
+        if self._fits(placement.host_bytes):
+            self._start_load(waiter, placement)
             return
         victim = self._pick_victim()
         if victim is not None:
@@ -349,8 +368,45 @@ class Scheduler:
         going = [r for r in self._runners if r.phase == "unloading"]
         if len(live) + len(going) >= self.max_loaded_models:
             return False
-        used = sum(r.size for r in self._runners)
+        used = sum(r.size - r.size_vram for r in self._runners)  # host memory only
         return used + size <= self.memory.total()
+
+    # -------------------------------------------------------------------- GPU
+
+    def _place(self, model: Model, spec: RunnerSpec, free: dict[int, int]) -> Placement:
+        return place(self.info(model), spec, spec.num_gpu, free)
+
+    def _gpu_free(self, *, keep_idle: bool) -> dict[int, int]:
+        """Each GPU's bytes for a new runner; without `keep_idle`, as if the idle runners that
+        nobody waits for were gone (what eviction could free)."""
+        held = [
+            (r.placement.device, r.size_vram)
+            for r in self._runners
+            if r.size_vram and (keep_idle or not (r.idle and not self._has_waiters(r)))
+        ]
+        return self.gpu.free(held)
+
+    def _make_gpu_room(self, waiter: Waiter, placement: Placement) -> bool:
+        """Evict an idle runner from the GPU when that lets more of the waiter's layers go there
+        (Ollama's preference for a full offload); True if the load must wait for it. Busy runners
+        are never drained for GPU room: the model then loads with the layers that fit now."""
+        best = self._place(waiter.model, waiter.spec, self._gpu_free(keep_idle=False))
+        if best.gpu_layers <= placement.gpu_layers:
+            return False
+        if any(r.size_vram and r.phase == "unloading" for r in self._runners):
+            return True  # GPU memory is being freed; the pump comes back when it is
+        idle = [r for r in self._runners if r.size_vram and r.idle and not self._has_waiters(r)]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda r: (r.pinned, r.last_used))
+        log.info(
+            "evicting %s from the GPU to make room for %s",
+            victim.model.name.display,
+            waiter.model.name,
+        )
+        self.events.publish({"event": "evicting", "model": victim.model.name.display})
+        self._unload(victim)
+        return True
 
     def _pick_victim(self) -> LoadedRunner | None:
         if any(r.phase in ("draining", "unloading") for r in self._runners):
@@ -367,19 +423,28 @@ class Scheduler:
 
     # ------------------------------------------------------------- load/unload
 
-    def _start_load(self, waiter: Waiter, size: int) -> None:
+    def _start_load(self, waiter: Waiter, placement: Placement) -> None:
         keep_alive = waiter.keep_alive if waiter.keep_alive is not None else self.default_keep_alive
-        runner = LoadedRunner(next(self._ids), waiter.model, waiter.spec, size, keep_alive)
-        runner.threads = self._threads_for(len(self._using_cores()) + 1)
+        spec = replace(waiter.spec, gpu_layers=placement.gpu_layers, main_gpu=placement.device)
+        runner = LoadedRunner(next(self._ids), waiter.model, spec, placement.size, keep_alive)
+        runner.placement = placement
+        runner.size_vram = placement.vram_bytes
+        size = placement.size
+        # A runner with every layer on the GPU needs one thread, and takes none from the others.
+        sharing = len(self._using_cores()) + 1
+        runner.threads = self._threads_for(sharing) if runner.on_cpu else 1
         self._runners.append(runner)
         runner.load_task = asyncio.get_running_loop().create_task(self._load(runner))
         log.info(
-            "loading %s (num_ctx %d x %d parallel, %d threads, ~%d MiB)",
+            "loading %s (num_ctx %d x %d parallel, %d threads, ~%d MiB, %d/%d layers on GPU %d)",
             waiter.model.name.display,
             waiter.spec.ctx_size,
             waiter.spec.parallel,
             runner.threads,
             size // 2**20,
+            placement.gpu_layers,
+            placement.total_layers,
+            placement.device,
         )
         self._changed()
 
@@ -393,7 +458,7 @@ class Scheduler:
                 runner.progress = progress
                 self._changed()
 
-            await launched.wait_ready(self.load_timeout, on_progress)
+            health = await launched.wait_ready(self.load_timeout, on_progress)
         except (HanaError, OSError) as error:
             self._load_failed(runner, error)
             return
@@ -403,6 +468,7 @@ class Scheduler:
         if runner not in self._runners:
             await launched.terminate()
             return
+        self._measured_vram(runner, health)
         runner.phase = "ready"
         runner.progress = 1.0
         runner.last_used = time.monotonic()
@@ -436,6 +502,15 @@ class Scheduler:
         )
         self._changed()
         self._pump()
+
+    def _measured_vram(self, runner: LoadedRunner, health: dict[str, object]) -> None:
+        """Count what the runner says its GPU buffers take (plus its GPU context) instead of the
+        estimate, so later placements see the truth; none at all if it offloaded nothing."""
+        buffers = health.get("vram_bytes")
+        if runner.spec.gpu_layers > 0 and isinstance(buffers, int) and buffers >= 0:
+            vram = buffers + GPU_CONTEXT_BYTES if buffers else 0
+            runner.size += vram - runner.size_vram
+            runner.size_vram = vram
 
     async def _watch(self, runner: LoadedRunner, launched: LaunchedRunner) -> None:
         """Notice a runner that dies on its own (crash, OOM kill, kill -9)."""
@@ -529,8 +604,10 @@ class Scheduler:
     # ----------------------------------------------------------------- threads
 
     def _using_cores(self) -> list[LoadedRunner]:
-        """Runners that compute now or soon: loading, or holding leases."""
-        return [r for r in self._runners if r.active_requests > 0 or r.phase == "loading"]
+        """Runners that compute on the CPU now or soon: loading, or holding leases."""
+        return [
+            r for r in self._runners if r.on_cpu and (r.active_requests > 0 or r.phase == "loading")
+        ]
 
     def _threads_for(self, sharing: int) -> int:
         if not self.thread_budget:
@@ -539,7 +616,11 @@ class Scheduler:
 
     def _rebalance_threads(self) -> None:
         """Split the granted cores among serving runners: oversubscription costs 2-3x on 2 cores."""
-        serving = [r for r in self._runners if r.active_requests > 0 and r.phase != "unloading"]
+        serving = [
+            r
+            for r in self._runners
+            if r.on_cpu and r.active_requests > 0 and r.phase != "unloading"
+        ]
         share = self._threads_for(len(serving))
         for runner in serving:
             if runner.threads != share and runner.launched is not None:
@@ -579,6 +660,8 @@ class Scheduler:
             threads=runner.threads,
             load_progress=runner.progress,
             tokens_per_second=runner.tokens_per_second,
+            size_vram=runner.size_vram,
+            gpu_layers=runner.spec.gpu_layers,
         )
 
     def waiting(self) -> list[WaitingSnapshot]:

@@ -11,6 +11,7 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.modelfile import NO_SOURCE, Modelfile, plan_create
 from hana_server.config import HanaSettings
+from hana_server.gpu.detect import DetectedGpu, GpuProvider
 from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
 from hana_server.metrics import HanaMetrics
@@ -31,8 +32,14 @@ log = logging.getLogger("hana")
 class HanaService:
     """One model server: a store, a scheduler of runner processes, and the request logic."""
 
-    def __init__(self, settings: HanaSettings, launcher: RunnerLauncher | None = None) -> None:
-        """`launcher` starts runners: processes unless given (tests pass a scripted one)."""
+    def __init__(
+        self,
+        settings: HanaSettings,
+        launcher: RunnerLauncher | None = None,
+        gpu: GpuProvider | None = None,
+    ) -> None:
+        """`launcher` starts runners: processes unless given (tests pass a scripted one); `gpu`
+        says which GPUs they may use: detected unless given (tests pass a `FixedGpu`)."""
         self.settings = settings
         self.store = ModelStore(Path(settings.models_dir).expanduser())
         self.scheduler = Scheduler(
@@ -47,6 +54,8 @@ class HanaService:
             memory=MemoryBudget(settings.memory_budget),
             num_threads=settings.num_threads,
             thread_budget=settings.thread_budget,
+            gpu=gpu or DetectedGpu(settings.gpu),
+            gpu_overhead=settings.gpu_overhead,
         )
         self.metrics = HanaMetrics(self.scheduler)
         self.generation = RoutingGeneration(
@@ -56,6 +65,7 @@ class HanaService:
         self.pulls = PullManager(self.store, publish=self.scheduler.events.publish)
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
+        self._gpu_task: asyncio.Task[object] | None = None
 
     async def start(self) -> None:
         """Prepare the store; the bundled model is registered in the background (250 MB copy)."""
@@ -73,6 +83,8 @@ class HanaService:
             removed = await asyncio.to_thread(self.store.prune)
             if removed:
                 log.info("hana: pruned %d unused files from the model store", removed)
+        # Detect the GPUs now (a subprocess, where there is a GPU build), not at the first request.
+        self._gpu_task = asyncio.create_task(self.scheduler.gpu.ensure())
         if self.settings.register_default_model:
             self._default_model_task = asyncio.create_task(self._register_default_model())
 
@@ -106,6 +118,8 @@ class HanaService:
         """Terminate every runner; nothing outlives the server."""
         if self._default_model_task is not None and not self._default_model_task.done():
             self._default_model_task.cancel()
+        if self._gpu_task is not None and not self._gpu_task.done():
+            self._gpu_task.cancel()  # a running probe process ends by itself
         await self.pulls.close()  # partial downloads stay for a resume after the restart
         await self.scheduler.close()
 

@@ -31,6 +31,8 @@ class RunnerSnapshot:
     threads: int
     load_progress: float
     tokens_per_second: float | None
+    size_vram: int = 0  # of `size`, the bytes on the GPU
+    gpu_layers: int = 0  # layers offloaded (block_count + 1 = all)
 
     @property
     def name(self) -> str:

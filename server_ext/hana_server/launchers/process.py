@@ -90,6 +90,8 @@ class RunnerProcess:
         swa_full: bool = False,
         batch_size: int = 512,
         niceness: int = 0,
+        gpu_layers: int = 0,
+        main_gpu: int = 0,
         log: logging.Logger | None = None,
         python: str = sys.executable,
         extra_env: dict[str, str] | None = None,
@@ -125,6 +127,8 @@ class RunnerProcess:
             command.append("--embedding")
         if swa_full:
             command.append("--swa-full")
+        if gpu_layers > 0:
+            command += ["--gpu-layers", str(gpu_layers), "--main-gpu", str(main_gpu)]
         env = isolated_env({**os.environ, **(extra_env or {}), SECRET_ENV: secret})
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -315,5 +319,7 @@ class ProcessLauncher:
             embedding=spec.embedding,
             swa_full=spec.swa_full,
             niceness=self.niceness,
+            gpu_layers=spec.gpu_layers,
+            main_gpu=spec.main_gpu,
             log=self.log,
         )

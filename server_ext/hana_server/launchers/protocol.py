@@ -22,13 +22,18 @@ class RunnerSpec:
     parallel: int
     embedding: bool
     swa_full: bool
+    num_gpu: int | None = None  # what the request asked for (None: as many layers as fit)
+    gpu_layers: int = 0  # what the scheduler placed on the GPU (llama.cpp's n_gpu_layers)
+    main_gpu: int = 0  # the GPU those layers go to
 
     def covers(self, other: RunnerSpec) -> bool:
         # A smaller num_ctx is served by a bigger loaded context instead of reloading (ollama#8903).
+        # An explicit num_gpu needs a runner started for it; "as many as fit" takes any.
         return (
             self.model_path == other.model_path
             and self.embedding == other.embedding
             and self.ctx_size >= other.ctx_size
+            and (other.num_gpu is None or other.num_gpu == self.num_gpu)
         )
 
 

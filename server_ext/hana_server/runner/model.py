@@ -26,7 +26,15 @@ log = logging.getLogger("hana_server.runner")
 # this machine: DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 continues the previous message).
 _GGML_LOG_ERROR = 4
 _GGML_LOG_CONT = 5
-_BUFFER_SIZE = re.compile(r"buffer size =\s*([0-9.]+) MiB")
+# "load_tensors: CUDA0 model buffer size = 12.5 MiB": the buffer's device, then its size.
+_BUFFER_SIZE = re.compile(r"(\S+)\s+\S+\s+buffer size =\s*([0-9.]+) MiB")
+_OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+
+
+def is_host_buffer(device: str) -> bool:
+    """CPU buffers (CPU, CPU_Mapped, CPU_REPACK) and pinned host ones (CUDA_Host) are host
+    memory; the rest (CUDA0, Vulkan0, Metal, ...) is on the GPU."""
+    return device.upper().startswith("CPU") or device.endswith("_Host") or device.endswith(":")
 
 
 class LlamaLog:
@@ -34,7 +42,9 @@ class LlamaLog:
     fails), the rest is dropped except the buffer sizes, which are the runner's memory footprint."""
 
     def __init__(self) -> None:
-        self.buffer_bytes = 0
+        self.buffer_bytes = 0  # host memory
+        self.gpu_buffer_bytes = 0
+        self.gpu_layers = 0  # what llama.cpp says it offloaded
         self.last_error = ""
         self._last_level = 0
         self._lock = threading.Lock()
@@ -58,8 +68,15 @@ class LlamaLog:
             return
         match = _BUFFER_SIZE.search(message)
         if match:
+            nbytes = int(float(match.group(2)) * 1024 * 1024)
             with self._lock:
-                self.buffer_bytes += int(float(match.group(1)) * 1024 * 1024)
+                if is_host_buffer(match.group(1)):
+                    self.buffer_bytes += nbytes
+                else:
+                    self.gpu_buffer_bytes += nbytes
+        offloaded = _OFFLOADED.search(message)
+        if offloaded:
+            self.gpu_layers = int(offloaded.group(1))
 
 
 _struct_fields_cache: dict[type, frozenset[str]] = {}
@@ -113,7 +130,11 @@ class LoadedModel:
         *,
         on_progress: Callable[[float], None],
         should_abort: Callable[[], bool],
+        gpu_layers: int = 0,
+        main_gpu: int = 0,
     ) -> LoadedModel:
+        """Load with `gpu_layers` offloaded, all to `main_gpu` (split mode none: the scheduler
+        placed them on that one GPU and counts them there)."""
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
 
@@ -123,7 +144,10 @@ class LoadedModel:
 
         callback = llama_cpp.llama_progress_callback(progress)
         params.progress_callback = callback
-        set_fields(params, {"n_gpu_layers": 0}, optional=frozenset({"n_gpu_layers"}))
+        gpu: dict[str, Any] = {"n_gpu_layers": gpu_layers}
+        if gpu_layers > 0:
+            gpu |= {"split_mode": int(llama_cpp.LLAMA_SPLIT_MODE_NONE), "main_gpu": main_gpu}
+        set_fields(params, gpu, optional=frozenset(gpu))
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         del callback  # llama.cpp no longer calls it once loading returned
         if should_abort():

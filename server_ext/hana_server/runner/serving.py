@@ -59,7 +59,13 @@ class ServingModel:
         should_abort: Callable[[], bool],
         on_engine_crash: Callable[[str], None],
     ) -> ServingModel:
-        model = LoadedModel.load(settings.model, on_progress=on_progress, should_abort=should_abort)
+        model = LoadedModel.load(
+            settings.model,
+            on_progress=on_progress,
+            should_abort=should_abort,
+            gpu_layers=settings.gpu_layers,
+            main_gpu=settings.main_gpu,
+        )
         ctx = model.new_context(settings)
         try:
             _warm_up(model, ctx)
@@ -184,6 +190,8 @@ class ServingModel:
             "queued": queued,
             "threads": engine.threads,
             "memory_bytes": self._llama_log.buffer_bytes or self.model.size_bytes,
+            "vram_bytes": self._llama_log.gpu_buffer_bytes,  # model, KV and compute on the GPU
+            "gpu_layers": self._llama_log.gpu_layers,
         }
 
     def close(self, timeout: float) -> bool:

@@ -22,6 +22,8 @@ class RunnerSettings:
     swa_full: bool = False
     parent_pid: int | None = None
     niceness: int = 0
+    gpu_layers: int = 0  # llama.cpp's n_gpu_layers (the scheduler's placement)
+    main_gpu: int = 0
 
 
 def _positive(text: str) -> int:
@@ -52,6 +54,10 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
     parser.add_argument(
         "--niceness", type=int, default=0, help="lower the CPU priority by this much (0-19)"
     )
+    parser.add_argument(
+        "--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (last ones first)"
+    )
+    parser.add_argument("--main-gpu", type=int, default=0, help="the GPU those layers go to")
     args = parser.parse_args(argv)
     return RunnerSettings(
         model=args.model,
@@ -63,4 +69,6 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         swa_full=args.swa_full,
         parent_pid=args.parent_pid,
         niceness=min(max(args.niceness, 0), 19),
+        gpu_layers=max(0, args.gpu_layers),
+        main_gpu=max(0, args.main_gpu),
     )

@@ -48,6 +48,26 @@ _SCALAR_FORMATS: dict[gguf.GGUFValueType, str] = {
 }
 
 _GUESSED_FILE_TYPE = int(gguf.LlamaFileType.GUESSED)
+# Per-layer weight sizes are kept for models up to this many blocks (GPU placement reads them); a
+# header claiming more is not trusted with an allocation that large.
+MAX_LAYERS = 4096
+
+
+def tensor_bytes(ggml_type: int, shape: list[int]) -> int:
+    """Bytes of one tensor's data (0 for a type this gguf package does not know)."""
+    try:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError):
+        return 0
+    return math.prod(shape) // block * size
+
+
+def _layer_of(name: str) -> int | None:
+    """The block index of a `blk.N.*` tensor, None for the others."""
+    if not name.startswith("blk."):
+        return None
+    index = name[4:].split(".", 1)[0]
+    return int(index) if index.isdigit() and len(index) < 7 else None
 
 
 class InvalidGGUF(InvalidRequest):
@@ -224,6 +244,10 @@ class GGUFInfo:
     kv: dict[str, Any] = field(repr=False)
     vocab_size: int = 0
     tensors: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # Weight bytes of each repeating block (blk.N), and of the output layer (output norm and
+    # matrix, or the token embeddings a tied output duplicates): what offloading N layers moves.
+    layer_bytes: tuple[int, ...] = field(default=(), repr=False)
+    output_bytes: int = 0
 
     @classmethod
     def read(cls, path: str | Path, *, verbose: bool = False) -> GGUFInfo:
@@ -269,6 +293,8 @@ class GGUFInfo:
 
         parameter_count = 0
         tensors: list[dict[str, Any]] = []
+        by_layer: dict[int, int] = {}
+        named: dict[str, int] = {}
         for _ in range(n_tensors):
             name = r.string()
             n_dims = r.unpack("I")
@@ -278,6 +304,12 @@ class GGUFInfo:
             ggml_type = r.unpack("I")
             r.skip(8)  # data offset
             parameter_count += math.prod(shape)
+            nbytes = tensor_bytes(ggml_type, shape)
+            layer = _layer_of(name)
+            if layer is not None:
+                by_layer[layer] = by_layer.get(layer, 0) + nbytes
+            elif name in ("output.weight", "output_norm.weight", "token_embd.weight"):
+                named[name] = nbytes
             if verbose:
                 try:
                     type_name = gguf.GGMLQuantizationType(ggml_type).name
@@ -314,6 +346,13 @@ class GGUFInfo:
         value_length = arch_int(gguf.Keys.Attention.VALUE_LENGTH, key_length)
         pooling_key = gguf.Keys.LLM.POOLING_TYPE.format(arch=arch)
         chat_template = kv.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+        block_count = arch_int(gguf.Keys.LLM.BLOCK_COUNT)
+        layer_bytes = (
+            tuple(by_layer.get(i, 0) for i in range(block_count))
+            if block_count <= MAX_LAYERS
+            else ()
+        )
+        output = named.get("output.weight", named.get("token_embd.weight", 0))
         return cls(
             path=path,
             architecture=arch,
@@ -322,7 +361,7 @@ class GGUFInfo:
             file_type=file_type_name(file_type),
             context_length=arch_int(gguf.Keys.LLM.CONTEXT_LENGTH),
             embedding_length=embedding_length,
-            block_count=arch_int(gguf.Keys.LLM.BLOCK_COUNT),
+            block_count=block_count,
             head_count=head_count,
             head_count_kv=arch_int(gguf.Keys.Attention.HEAD_COUNT_KV, head_count),
             head_dim=key_length,
@@ -335,6 +374,8 @@ class GGUFInfo:
             kv=kv,
             vocab_size=vocab_size,
             tensors=tensors,
+            layer_bytes=layer_bytes,
+            output_bytes=output + named.get("output_norm.weight", 0),
         )
 
     def kv_bytes_per_token(self) -> int:

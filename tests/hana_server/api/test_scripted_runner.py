@@ -26,6 +26,7 @@ PS_FIELDS = {
     "pid",
     "port",
     "threads",
+    "gpu_layers",
     "load_progress",
     "keep_alive",
     "tokens_per_second",
