@@ -73,6 +73,25 @@ def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
     raise InvalidRequest(f'invalid format: "{fmt}"; expected "json" or a valid JSON Schema object')
 
 
+def runner_extras(req: ChatRequest | GenerateRequest, *, context: bool = False) -> dict[str, Any]:
+    """The runner fields of a request beyond prompt, options and format: logprobs, context
+    (given, and asked back when `context`), shift and truncate (sent only when not default)."""
+    extras: dict[str, Any] = {}
+    if req.logprobs:
+        extras["logprobs"] = True
+        extras["top_logprobs"] = req.top_logprobs or 0
+    if req.shift is False:
+        extras["shift"] = False
+    if req.truncate is False:
+        extras["truncate"] = False
+    if context:
+        extras["return_context"] = True
+        previous = getattr(req, "context", None)
+        if previous:
+            extras["context"] = previous
+    return extras
+
+
 @dataclasses.dataclass
 class AnswerStream:
     """A request that passed every check and holds a lease; iterate `chunks()` at most once,
@@ -98,8 +117,11 @@ class AnswerStream:
                 if part.get("done"):
                     yield self._final(name, part)
                     return
-                if part.get("content"):
-                    yield answer_chunk(name, self.wrap(part["content"]), done=False)
+                if part.get("content") or part.get("logprobs"):
+                    # Tokens whose text is held back still send their logprobs (as Ollama does).
+                    extra = {"logprobs": part["logprobs"]} if part.get("logprobs") else {}
+                    text = self.wrap(part.get("content", ""))
+                    yield answer_chunk(name, text, done=False, **extra)
             raise RunnerFailed(RUNNER_LOST)
         except httpx.HTTPError as error:
             log.warning("runner stream for %s broke: %s", name, error)
@@ -119,11 +141,13 @@ class AnswerStream:
             "eval_duration": done.get("eval_duration", 0),
             "prompt_cache_count": done.get("prompt_cache_count", 0),  # hana extra
         }
+        context = {"context": done["context"]} if "context" in done else {}
         return answer_chunk(
             name,
             self.wrap(""),
             done=True,
             done_reason=done.get("done_reason", "stop"),
+            **context,
             **{k: v for k, v in metrics.items() if v},  # Ollama omits zero metrics
         )
 
@@ -188,8 +212,11 @@ class GenerationService:
         if req.raw and (req.template or req.system or req.context):
             raise InvalidRequest("raw mode does not support template, system, or context")
         self.check_common(model, req.think, req.images)
+        if req.suffix and "insert" not in model.capabilities:
+            host, namespace, name, tag = model.name.parts  # Ollama names it in full here
+            raise InvalidRequest(f"{host}/{namespace}/{name}:{tag} does not support insert")
         fmt = runner_format(req.format)
-        if req.prompt == "" and not req.suffix:
+        if req.prompt == "":  # a load request even with a suffix, as Ollama decides
             return await self.load_or_unload(model, keep_alive, options, generate_fields)
         if req.raw:
             prompt, default_stop = req.prompt, []
@@ -212,6 +239,7 @@ class GenerationService:
             fmt,
             started,
             generate_fields,
+            extras=runner_extras(req, context=not req.raw),
         )
 
     async def start_chat(self, req: ChatRequest) -> AnswerStream | Chunk:
@@ -245,6 +273,7 @@ class GenerationService:
             fmt,
             started,
             chat_fields,
+            extras=runner_extras(req),
         )
 
     async def _complete(
@@ -257,11 +286,13 @@ class GenerationService:
         fmt: dict[str, Any],
         started: float,
         wrap: TextFields,
+        *,
+        extras: dict[str, Any] | None = None,
     ) -> AnswerStream:
         runner_options = sampling(options)
         if "stop" not in runner_options and default_stop:
             runner_options["stop"] = list(default_stop)
-        payload = {"prompt": prompt, "options": runner_options, **fmt}
+        payload = {"prompt": prompt, "options": runner_options, **fmt, **(extras or {})}
         # Last: from here on the AnswerStream owns the slot (see the module's docstring).
         lease = await self.scheduler.acquire(model, options, keep_alive)
         return AnswerStream(model, lease, payload, started, wrap, self.count_tokens)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from hana_protocol.errors import InvalidRequest
 
@@ -118,6 +118,8 @@ class Sampling(OpenAIRequest):
 
 class ChatCompletionRequest(Sampling):
     messages: list[ChatMessage]
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     @field_validator("messages")
     @classmethod
@@ -130,6 +132,7 @@ class ChatCompletionRequest(Sampling):
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field("", validate_default=True)  # a missing prompt is refused too
     suffix: str | None = None
+    logprobs: int | None = None  # N > 0: logprobs with N alternatives per token
 
     @field_validator("prompt")
     @classmethod
@@ -147,7 +150,7 @@ class EmbeddingRequest(OpenAIRequest):
     model: RequiredModel = Field("", validate_default=True)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=0)
+    dimensions: StrictInt | None = Field(None, ge=0)
 
     @field_validator("input")
     @classmethod

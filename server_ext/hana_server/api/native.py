@@ -38,6 +38,9 @@ def collect(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     if "message" in final:
         text = "".join(c.get("message", {}).get("content", "") for c in chunks)
         final["message"] = {**final["message"], "content": text}
+    logprobs = [entry for c in chunks for entry in c.get("logprobs", ())]
+    if logprobs:
+        final["logprobs"] = logprobs
     return final
 
 
