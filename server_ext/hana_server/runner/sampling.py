@@ -212,6 +212,7 @@ class _Candidates:
         self._one_data = (llama_cpp.llama_token_data * 1)()
         self._one = llama_cpp.llama_token_data_array()
         self._one_pointer = ctypes.pointer(self._one)
+        self._exp: np.ndarray | None = None  # reused buffer for the log-softmax
 
     def fill(self, logits: Any) -> None:
         self._view["id"] = self._ids
@@ -224,13 +225,17 @@ class _Candidates:
         self._array.sorted = False
 
     def log_softmax(self) -> np.ndarray:
-        """Log-probabilities of the current logits (a copy, float32)."""
-        logits = np.array(self._view["logit"], dtype=np.float32)
-        peak = float(logits.max())
-        shifted = logits - peak
-        total = float(np.exp(shifted, dtype=np.float64).sum())
-        shifted -= np.float32(math.log(total))
-        return shifted
+        """Log-probabilities of the current logits (a float32 copy; the sum is taken in float64)."""
+        values = self._view["logit"].astype(np.float32)
+        values -= values.max()
+        total = float(np.exp(values, out=self._scratch(values)).sum(dtype=np.float64))
+        values -= np.float32(math.log(total))
+        return values
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        if self._exp is None:
+            self._exp = np.empty_like(like)
+        return self._exp
 
     def selected(self) -> int:
         return int(self._array.data[self._array.selected].id)
