@@ -204,3 +204,40 @@ async def test_a_shift_moves_only_its_own_sequence(
     assert results[0][-1]["eval_count"] == 200
     text = "".join(m.get("content", "") for m in results[1])
     assert text == "".join(m.get("content", "") for m in alone)
+
+
+async def test_logprobs_with_a_grammar_and_sampling(
+    start_runner: StartRunner, tiny_gguf_path: Path
+) -> None:
+    runner = await start_runner(tiny_gguf_path)
+    body = {
+        "prompt": "digits:",
+        "grammar": 'root ::= [0-9]+ "."',
+        "options": {"num_predict": 20, "temperature": 0.9, "seed": 4, "repeat_penalty": 1.3},
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    messages = await run(runner.client, body)
+    text = "".join(m.get("content", "") for m in messages)
+    assert text.rstrip(".").isdigit()
+    entries = [e for m in messages for e in m.get("logprobs", [])]
+    assert "".join(e["token"] for e in entries) == text
+    # The unconstrained distribution: the grammar's digits need not be the most likely tokens.
+    assert all(e["logprob"] <= e["top_logprobs"][0]["logprob"] + 1e-6 for e in entries)
+    # Logprobs do not change what is sampled: the same seed gives the same text without them.
+    plain = await run(runner.client, {**body, "logprobs": False})
+    assert "".join(m.get("content", "") for m in plain) == text
+
+
+async def test_asking_for_logprobs_does_not_change_the_sampled_text(
+    start_runner: StartRunner, tiny_gguf_path: Path
+) -> None:
+    runner = await start_runner(tiny_gguf_path)
+    options = {"num_predict": 24, "temperature": 0.8, "top_k": 20, "seed": 9}
+    for extra in ({}, {"repeat_penalty": 1.5, "presence_penalty": 0.5}):
+        body = {"prompt": "same text", "options": {**options, **extra}}
+        plain = await run(runner.client, body)
+        with_logprobs = await run(runner.client, {**body, "logprobs": True, "top_logprobs": 4})
+        text = "".join(m.get("content", "") for m in plain)
+        assert "".join(m.get("content", "") for m in with_logprobs) == text
+        assert len([e for m in with_logprobs for e in m.get("logprobs", [])]) == 24
