@@ -241,3 +241,26 @@ async def test_asking_for_logprobs_does_not_change_the_sampled_text(
         text = "".join(m.get("content", "") for m in plain)
         assert "".join(m.get("content", "") for m in with_logprobs) == text
         assert len([e for m in with_logprobs for e in m.get("logprobs", [])]) == 24
+
+
+@pytest.mark.gemma
+@pytest.mark.parametrize("swa_full", [True, False])
+async def test_gemma_shifts_past_its_context_and_gives_logprobs(
+    start_runner: StartRunner, gemma_gguf_path: Path, swa_full: bool
+) -> None:
+    """The real model (sliding-window attention, 262k vocabulary), with and without a full-size
+    SWA cache: generation goes on past a 64-cell context, logprobs come for every token."""
+    runner = await start_runner(gemma_gguf_path, ctx_size=64, swa_full=swa_full, threads=2)
+    body = {
+        "prompt": "<start_of_turn>user\nCount from one to a hundred in words.<end_of_turn>\n"
+        "<start_of_turn>model\n",
+        "options": {**GREEDY, "num_predict": 100},
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    messages = await run(runner.client, body)
+    final = messages[-1]
+    assert (final["eval_count"], final["done_reason"]) == (100, "length")  # shifted on
+    entries = [e for m in messages for e in m.get("logprobs", [])]
+    assert len(entries) == 100
+    assert all(e["logprob"] <= 0.0 and len(e["top_logprobs"]) == 2 for e in entries)
