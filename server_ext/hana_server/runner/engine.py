@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 
 from hana_server.runner.batch import TokenBatch
+from hana_server.runner.logprobs import LogprobEntries
 from hana_server.runner.model import LoadedModel
 from hana_server.runner.sequences import NO_TOKEN, CompletionSequence, Sink, Slot, SlotPool
 
@@ -186,8 +187,7 @@ class CompletionEngine(EngineThread):
         # token -> bytes to show, or None for end-of-generation tokens; the vocabulary never changes
         self._pieces: dict[int, bytes | None] = {}
         self._piece_buffer = ctypes.create_string_buffer(256)
-        # token -> (text, bytes) as logprobs show it, end-of-generation tokens included
-        self._logprob_texts: dict[int, tuple[str, list[int]]] = {}
+        self._logprob_entries = LogprobEntries(model)
         self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
 
     @property
@@ -335,7 +335,9 @@ class CompletionEngine(EngineThread):
         if completion.context is not None:
             completion.context.append(token)
         if completion.wants_logprobs:
-            completion.add_logprobs(self._logprob_entry(completion, token))
+            found = completion.sampler.last_logprobs
+            assert found is not None
+            completion.add_logprobs(self._logprob_entries.entry(token, found))
         text, stopped = completion.take_piece(piece)
         message = completion.message(text)
         if message is not None:
@@ -377,26 +379,6 @@ class CompletionEngine(EngineThread):
         del slot.tokens[keep : keep + discard]
         log.debug("sequence %d shifted: kept %d, discarded %d", seq_id, keep, discard)
         return True
-
-    def _logprob_entry(self, completion: CompletionSequence, token: int) -> dict[str, Any]:
-        """Ollama's shape: {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}."""
-        found = completion.sampler.last_logprobs
-        assert found is not None
-        entry = self._token_fields(token, found.logprob)
-        entry["top_logprobs"] = [self._token_fields(t, value) for t, value in found.top]
-        return entry
-
-    def _token_fields(self, token: int, logprob: float) -> dict[str, Any]:
-        known = self._logprob_texts.get(token)
-        if known is None:
-            raw = self.model.piece(token, self._piece_buffer)
-            known = (raw.decode("utf-8", errors="replace"), list(raw))
-            self._logprob_texts[token] = known
-        text, raw_bytes = known
-        fields: dict[str, Any] = {"token": text, "logprob": logprob}
-        if raw_bytes:  # Ollama omits empty bytes
-            fields["bytes"] = raw_bytes
-        return fields
 
     def _learn_piece(self, token: int) -> bytes | None:
         piece = None if self.model.is_eog(token) else self.model.piece(token, self._piece_buffer)
