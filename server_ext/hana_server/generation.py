@@ -82,6 +82,25 @@ def runner_format(fmt: str | dict[str, Any] | None) -> dict[str, Any]:
     raise InvalidRequest(f'invalid format: "{fmt}"; expected "json" or a valid JSON Schema object')
 
 
+def runner_extras(req: ChatRequest | GenerateRequest, *, context: bool = False) -> dict[str, Any]:
+    """The runner fields of a request beyond prompt, options and format: logprobs, context
+    (given, and asked back when `context`), shift and truncate (sent only when not default)."""
+    extras: dict[str, Any] = {}
+    if req.logprobs:
+        extras["logprobs"] = True
+        extras["top_logprobs"] = req.top_logprobs or 0
+    if req.shift is False:
+        extras["shift"] = False
+    if req.truncate is False:
+        extras["truncate"] = False
+    if context:
+        extras["return_context"] = True
+        previous = getattr(req, "context", None)
+        if previous:
+            extras["context"] = previous
+    return extras
+
+
 @dataclasses.dataclass
 class AnswerStream:
     """A request that passed every check and holds a lease; iterate `chunks()` at most once,
@@ -110,11 +129,17 @@ class AnswerStream:
                         yield answer_chunk(name, self.parser.fields(rest), done=False)
                     yield self._final(name, part)
                     return
-                if part.get("content"):
-                    if self.parser is None:
-                        yield answer_chunk(name, self.wrap(part["content"]), done=False)
-                    elif piece := self.parser.add(part["content"]):
-                        yield answer_chunk(name, self.parser.fields(piece), done=False)
+                content = part.get("content", "")
+                # Tokens whose text is held back still send their logprobs (as Ollama does).
+                extra = {"logprobs": part["logprobs"]} if part.get("logprobs") else {}
+                if self.parser is None:
+                    if content or extra:
+                        yield answer_chunk(name, self.wrap(content), done=False, **extra)
+                    continue
+                piece = self.parser.add(content) if content else None
+                if piece or extra:
+                    fields = self.parser.fields(piece) if piece else self.wrap("")
+                    yield answer_chunk(name, fields, done=False, **extra)
             raise RunnerFailed(RUNNER_LOST)
         except httpx.HTTPError as error:
             log.warning("runner stream for %s broke: %s", name, error)
@@ -134,11 +159,13 @@ class AnswerStream:
             "eval_duration": done.get("eval_duration", 0),
             "prompt_cache_count": done.get("prompt_cache_count", 0),  # hana extra
         }
+        context = {"context": done["context"]} if "context" in done else {}
         return answer_chunk(
             name,
             self.wrap(""),
             done=True,
             done_reason=done.get("done_reason", "stop"),
+            **context,
             **{k: v for k, v in metrics.items() if v},  # Ollama omits zero metrics
         )
 
@@ -213,8 +240,10 @@ class GenerationService:
         if req.raw and (req.template or req.system or req.context):
             raise InvalidRequest("raw mode does not support template, system, or context")
         self.check_common(model, req.think, req.images, req.model)
+        if req.suffix and "insert" not in model.capabilities:
+            raise InvalidRequest(f"{full_name(model)} does not support insert")
         fmt = runner_format(req.format)
-        if req.prompt == "" and not req.suffix:
+        if req.prompt == "":  # a load request even with a suffix, as Ollama decides
             return await self.load_or_unload(model, keep_alive, options, generate_fields)
         think = effective_think(model, req.think)
         if req.raw:
@@ -244,6 +273,7 @@ class GenerationService:
             started,
             generate_fields,
             parser,
+            extras=runner_extras(req, context=not req.raw),
         )
 
     async def start_chat(self, req: ChatRequest) -> AnswerStream | Chunk:
@@ -283,6 +313,7 @@ class GenerationService:
             started,
             chat_fields,
             parser,
+            extras=runner_extras(req),
         )
 
     async def _complete(
@@ -296,11 +327,13 @@ class GenerationService:
         started: float,
         wrap: TextFields,
         parser: ReplyParser | None = None,
+        *,
+        extras: dict[str, Any] | None = None,
     ) -> AnswerStream:
         runner_options = sampling(options)
         if "stop" not in runner_options and default_stop:
             runner_options["stop"] = list(default_stop)
-        payload = {"prompt": prompt, "options": runner_options, **fmt}
+        payload = {"prompt": prompt, "options": runner_options, **fmt, **(extras or {})}
         # Last: from here on the AnswerStream owns the slot (see the module's docstring).
         lease = await self.scheduler.acquire(model, options, keep_alive)
         return AnswerStream(model, lease, payload, started, wrap, self.count_tokens, parser)

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
 
 from hana_protocol.errors import InvalidRequest
 from hana_server.tool_schema import check_tools
@@ -142,6 +150,8 @@ class ChatCompletionRequest(Sampling):
     tools: Annotated[list[dict[str, Any]] | None, BeforeValidator(check_tools)] = None
     reasoning_effort: str | None = None
     reasoning: Reasoning | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     @field_validator("messages")
     @classmethod
@@ -154,6 +164,7 @@ class ChatCompletionRequest(Sampling):
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field("", validate_default=True)  # a missing prompt is refused too
     suffix: str | None = None
+    logprobs: int | None = None  # N > 0: logprobs with N alternatives per token
 
     @field_validator("prompt")
     @classmethod
@@ -171,7 +182,7 @@ class EmbeddingRequest(OpenAIRequest):
     model: RequiredModel = Field("", validate_default=True)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=0)
+    dimensions: StrictInt | None = Field(None, ge=0)
 
     @field_validator("input")
     @classmethod

@@ -15,6 +15,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -123,7 +125,7 @@ class GenerationRequest(Named):
     @classmethod
     def _top_logprobs(cls, value: int | None) -> int | None:
         if value is not None and not 0 <= value <= 20:
-            raise ValueError("top_logprobs must be between 0 and 20")
+            raise InvalidRequest("top_logprobs must be between 0 and 20")  # Ollama's words
         return value
 
 
@@ -132,7 +134,7 @@ class GenerateRequest(GenerationRequest):
     suffix: str | None = None
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[StrictInt] | None = None  # Go's []int: no strings, bools or 1.5
     raw: bool = False
     images: list[str] | None = None
 
@@ -172,8 +174,8 @@ class DeleteRequest(Named):
 
 class EmbedRequest(Named):
     input: str | list[str] = []
-    truncate: bool = True
-    dimensions: int | None = Field(None, ge=0)
+    truncate: StrictBool = True  # strict, as Go's decoder: "no" is not a bool, "8" not an int
+    dimensions: StrictInt | None = Field(None, ge=0)
     options: Options = None
     keep_alive: KeepAlive = None
 

@@ -50,6 +50,9 @@ def collect(chunks: list[dict[str, Any]]) -> dict[str, Any]:
         if calls := [call for m in messages for call in m.get("tool_calls", [])]:
             message["tool_calls"] = calls
         final["message"] = message
+    logprobs = [entry for c in chunks for entry in c.get("logprobs", ())]
+    if logprobs:
+        final["logprobs"] = logprobs
     return final
 
 

@@ -85,6 +85,8 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
                     "options": body.options(),
                     "format": body.format(),
                     "stream": True,
+                    "logprobs": body.logprobs,
+                    "top_logprobs": body.top_logprobs,
                 },
             )
             completion = await self.service.generation.start_chat(req)
@@ -104,7 +106,7 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
             **route_fields(completion),  # `auto`: the model that answered, and why
         }
         if body.stream:
-            await self.stream_sse(self._chunks(completion, base, body.include_usage))
+            await self.stream_sse(self._chunks(completion, base, body.include_usage, body.logprobs))
             return
         chunks = [c async for c in completion.chunks()]
         message = openai_chat.whole_message(chunks)
@@ -117,6 +119,7 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
                     {
                         "index": 0,
                         "message": message,
+                        **chat_logprobs(chunks, body.logprobs),
                         "finish_reason": openai_chat.finish_reason(
                             final.get("done_reason"), "tool_calls" in message
                         ),
@@ -127,7 +130,11 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
         )
 
     async def _chunks(
-        self, completion: AnswerStream, base: dict[str, Any], include_usage: bool
+        self,
+        completion: AnswerStream,
+        base: dict[str, Any],
+        include_usage: bool,
+        logprobs: bool | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         first, made_calls = True, False
         async with contextlib.aclosing(completion.chunks()) as chunks:
@@ -142,12 +149,16 @@ class ChatCompletionsHandler(OpenAIHandlerMixin):
                     if include_usage:
                         yield {**obj, "choices": [], "usage": usage(chunk)}
                     return
-                for delta in openai_chat.deltas(chunk["message"]):
+                deltas = openai_chat.deltas(chunk["message"])
+                for n, delta in enumerate(deltas):
                     made_calls = made_calls or "tool_calls" in delta
                     if first:
                         delta = {"role": "assistant", **delta}
                         first = False
-                    yield {**obj, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    # A chunk's logprobs ride on its last delta only (reasoning comes first).
+                    mine = [chunk] if n == len(deltas) - 1 else []
+                    choice = {"index": 0, "delta": delta, **chat_logprobs(mine, bool(logprobs))}
+                    yield {**obj, "choices": [{**choice, "finish_reason": None}]}
 
 
 class CompletionsHandler(OpenAIHandlerMixin):
@@ -165,6 +176,7 @@ class CompletionsHandler(OpenAIHandlerMixin):
                     "options": body.options(),
                     "format": body.format(),
                     "raw": False,
+                    **({"logprobs": True, "top_logprobs": body.logprobs} if body.logprobs else {}),
                 },
             )
             completion = await self.service.generation.start_generate(req)
@@ -184,7 +196,7 @@ class CompletionsHandler(OpenAIHandlerMixin):
             **route_fields(completion),  # `auto`: the model that answered, and why
         }
         if body.stream:
-            await self.stream_sse(self._chunks(completion, base))
+            await self.stream_sse(self._chunks(completion, base, bool(body.logprobs)))
             return
         chunks = [c async for c in completion.chunks()]
         final = chunks[-1]
@@ -195,6 +207,7 @@ class CompletionsHandler(OpenAIHandlerMixin):
                     {
                         "index": 0,
                         "text": "".join(c["response"] for c in chunks),
+                        **completion_logprobs(chunks, bool(body.logprobs)),
                         "finish_reason": FINISH.get(final.get("done_reason"), "stop"),
                     }
                 ],
@@ -203,15 +216,47 @@ class CompletionsHandler(OpenAIHandlerMixin):
         )
 
     async def _chunks(
-        self, completion: AnswerStream, base: dict[str, Any]
+        self, completion: AnswerStream, base: dict[str, Any], logprobs: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.aclosing(completion.chunks()) as chunks:
+            offset = 0
             async for chunk in chunks:
                 reason = FINISH.get(chunk.get("done_reason"), "stop") if chunk.get("done") else None
-                yield {
-                    **base,
-                    "choices": [{"index": 0, "text": chunk["response"], "finish_reason": reason}],
-                }
+                found = completion_logprobs([chunk], logprobs, offset)
+                offset += len(chunk["response"])
+                choice = {"index": 0, "text": chunk["response"], **found}
+                yield {**base, "choices": [{**choice, "finish_reason": reason}]}
+
+
+def chat_logprobs(chunks: list[dict[str, Any]], wanted: bool | None) -> dict[str, Any]:
+    """`logprobs` of a chat choice: {"content": Ollama's entries} when asked for, else null."""
+    if not wanted:
+        return {"logprobs": None}
+    return {"logprobs": {"content": [e for c in chunks for e in c.get("logprobs", ())]}}
+
+
+def completion_logprobs(
+    chunks: list[dict[str, Any]], wanted: bool, offset: int = 0
+) -> dict[str, Any]:
+    """`logprobs` of a text completion choice in OpenAI's legacy shape (tokens, token_logprobs,
+    top_logprobs as {token: logprob}, text_offset), or null when not asked for."""
+    if not wanted:
+        return {"logprobs": None}
+    entries = [e for c in chunks for e in c.get("logprobs", ())]
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {
+        "logprobs": {
+            "tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [
+                {alt["token"]: alt["logprob"] for alt in e.get("top_logprobs", ())} for e in entries
+            ],
+            "text_offset": offsets,
+        }
+    }
 
 
 class EmbeddingsHandler(OpenAIHandlerMixin):

@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 
 from hana_server.runner.batch import TokenBatch
+from hana_server.runner.logprobs import LogprobEntries
 from hana_server.runner.model import LoadedModel
 from hana_server.runner.sequences import NO_TOKEN, CompletionSequence, Sink, Slot, SlotPool
 
@@ -186,6 +187,8 @@ class CompletionEngine(EngineThread):
         # token -> bytes to show, or None for end-of-generation tokens; the vocabulary never changes
         self._pieces: dict[int, bytes | None] = {}
         self._piece_buffer = ctypes.create_string_buffer(256)
+        self._logprob_entries = LogprobEntries(model)
+        self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
 
     @property
     def active_count(self) -> int:
@@ -326,19 +329,56 @@ class CompletionEngine(EngineThread):
         if piece is _UNKNOWN_PIECE:
             piece = self._learn_piece(token)
         if piece is None:
+            # Ollama gives no logprob for the end-of-generation token, nor puts it in `context`.
             self._finish(completion, "stop", now)
             return
+        if completion.context is not None:
+            completion.context.append(token)
+        if completion.wants_logprobs:
+            found = completion.sampler.last_logprobs
+            assert found is not None
+            completion.add_logprobs(self._logprob_entries.entry(token, found))
         text, stopped = completion.take_piece(piece)
-        # The token would be decoded at the next free position: is there one left?
-        context_full = len(completion.slot.tokens) >= self.n_ctx_seq  # type: ignore[union-attr]
-        if text:
-            self._post(completion.sink, {"content": text})
+        message = completion.message(text)
+        if message is not None:
+            self._post(completion.sink, message)
         if stopped:
+            completion.pending_logprobs.clear()  # tokens of the stop string: never shown
             self._finish(completion, "stop", now, flush=False)
-        elif completion.generated >= completion.limit or context_full:
+            return
+        if completion.generated >= completion.limit:
             self._finish(completion, "length", now)
-        else:
-            completion.next_token = token
+            return
+        # The token is decoded at the next free position: is there one left?
+        slot = completion.slot
+        assert slot is not None
+        if len(slot.tokens) >= self.n_ctx_seq and not self._shift_context(completion, slot):
+            self._finish(completion, "length", now)
+            return
+        completion.next_token = token
+
+    def _shift_context(self, completion: CompletionSequence, slot: Slot) -> bool:
+        """Make room in a full sequence as Ollama does: keep its first num_keep tokens, drop half
+        of the rest, and move the newer half's cells back (only this sequence's own cells).
+        False when the request forbids it or the cache cannot shift."""
+        if not completion.shift or not self._can_shift:
+            return False
+        length = len(slot.tokens)
+        keep = max(0, min(completion.num_keep, self.n_ctx_seq - 1))
+        discard = (length - keep) // 2
+        if discard <= 0:
+            return False
+        memory, seq_id = self._memory, slot.seq_id
+        if not llama_cpp.llama_memory_seq_rm(memory, seq_id, keep, keep + discard):
+            # The cells are in an unknown state now: the slot's cache is dropped entirely.
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+            slot.tokens.clear()
+            log.warning("context shift failed for sequence %d", seq_id)
+            return False
+        llama_cpp.llama_memory_seq_add(memory, seq_id, keep + discard, length, -discard)
+        del slot.tokens[keep : keep + discard]
+        log.debug("sequence %d shifted: kept %d, discarded %d", seq_id, keep, discard)
+        return True
 
     def _learn_piece(self, token: int) -> bytes | None:
         piece = None if self.model.is_eog(token) else self.model.piece(token, self._piece_buffer)
@@ -349,9 +389,9 @@ class CompletionEngine(EngineThread):
         self, completion: CompletionSequence, reason: str, now: int, *, flush: bool = True
     ) -> None:
         if flush:
-            text = completion.final_text()
-            if text:
-                self._post(completion.sink, {"content": text})
+            message = completion.message(completion.final_text(), everything=True)
+            if message is not None:
+                self._post(completion.sink, message)
         self._post(completion.sink, completion.summary(reason, now))
         self._release(completion)
 

@@ -115,6 +115,7 @@ class LoadedModel:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.n_swa = (
             int(llama_cpp.llama_model_n_swa(model))
             if hasattr(llama_cpp, "llama_model_n_swa")

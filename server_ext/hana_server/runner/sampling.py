@@ -4,6 +4,10 @@ Chain order: penalties -> top_k -> typical -> top_p -> min_p -> temp -> dist(see
 greedy when temperature <= 0; a grammar (format) is checked next to the chain (see SamplerChain),
 with the same result as putting it right after the penalties. Samplers that would not change
 anything are left out, because every sampler in the chain walks the whole vocabulary on every token.
+
+Logprobs (when a request asks) are the log-softmax of the logits after the penalties and before
+any truncation (top_k, top_p, ..., grammar) or temperature: the distribution the chain starts from.
+Only such requests pay for the full-vocabulary pass; the plain path stays one native call.
 """
 
 from __future__ import annotations
@@ -80,27 +84,50 @@ def grammar_from_request(body: Mapping[str, Any]) -> str | None:
         raise InvalidRequest(f"invalid JSON schema: {error}") from error
 
 
+@dataclass
+class TokenLogprobs:
+    """The sampled token's logprob and the `top` most likely tokens (id, logprob), best first."""
+
+    logprob: float
+    top: list[tuple[int, float]]
+
+
 class SamplerChain:
     """One sequence's native sampler chain and grammar; used by the engine thread only, freed once.
 
-    Without a grammar, `sample_at` is one native call. With a grammar, the grammar is not part of
-    the chain: the token is sampled from the unconstrained distribution and then checked against
-    the grammar, and only if it is rejected is the grammar applied to the whole vocabulary and the
-    token sampled again (llama.cpp's common_sampler does the same). This is exactly sampling from
-    the masked distribution, but it saves a full-vocabulary grammar pass on most tokens: on
-    gemma3's 262k vocabulary that pass costs more than the model's forward pass.
+    Without a grammar or logprobs, `sample_at` is one native call. With logprobs the penalties
+    are a sampler of their own, applied before the distribution is read, then the rest of the
+    chain; `last_logprobs` then describes the token just sampled.
+
+    With a grammar, the grammar is not part of the chain: the token is sampled from the
+    unconstrained distribution and then checked against the grammar, and only if it is rejected
+    is the grammar applied to the whole vocabulary and the token sampled again (llama.cpp's
+    common_sampler does the same). This is exactly sampling from the masked distribution, but it
+    saves a full-vocabulary grammar pass on most tokens: on gemma3's 262k vocabulary that pass
+    costs more than the model's forward pass.
     """
 
     def __init__(
-        self, chain: Any, penalties: Any | None, grammar: Any | None, n_vocab: int
+        self,
+        chain: Any,
+        penalties: Any | None,
+        grammar: Any | None,
+        n_vocab: int,
+        *,
+        top_logprobs: int | None = None,
     ) -> None:
         self._chain = chain
-        self._penalties = penalties  # owned by the chain; kept to feed it the prompt's tail
+        # In the chain (kept to feed it the prompt's tail), or owned here when logprobs are on.
+        self._penalties = penalties
         self._grammar = grammar  # owned by this object, not by the chain
         self._n_vocab = n_vocab
         self._candidates: _Candidates | None = None
-        if grammar is not None:
-            self.sample_at: Any = self._sample_constrained
+        self.top_logprobs = top_logprobs  # None: no logprobs asked for
+        self.last_logprobs: TokenLogprobs | None = None
+        if top_logprobs is not None:
+            self.sample_at: Any = self._sample_with_logprobs
+        elif grammar is not None:
+            self.sample_at = self._sample_constrained
         else:
             sample = llama_cpp.llama_sampler_sample
             self.sample_at = lambda ctx, row: sample(chain, ctx, row)
@@ -131,10 +158,39 @@ class SamplerChain:
         llama_cpp.llama_sampler_accept(self._chain, token)
         return token
 
+    def _sample_with_logprobs(self, ctx: Any, row: int) -> int:
+        if self._candidates is None:
+            self._candidates = _Candidates(self._n_vocab)
+        candidates = self._candidates
+        logits = llama_cpp.llama_get_logits_ith(ctx, row)
+        apply = llama_cpp.llama_sampler_apply
+        candidates.fill(logits)
+        if self._penalties is not None:
+            apply(self._penalties, candidates.pointer)
+        distribution = candidates.log_softmax()  # before the chain sorts or shrinks the array
+        apply(self._chain, candidates.pointer)
+        token = candidates.selected()
+        if self._grammar is not None:
+            if not candidates.allowed_by(self._grammar, token):
+                candidates.fill(logits)
+                if self._penalties is not None:
+                    apply(self._penalties, candidates.pointer)
+                apply(self._grammar, candidates.pointer)
+                apply(self._chain, candidates.pointer)
+                token = candidates.selected()
+            llama_cpp.llama_sampler_accept(self._grammar, token)
+        if self._penalties is not None:
+            llama_cpp.llama_sampler_accept(self._penalties, token)
+        llama_cpp.llama_sampler_accept(self._chain, token)
+        self.last_logprobs = _logprobs_of(distribution, token, self.top_logprobs or 0)
+        return token
+
     def close(self) -> None:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
+            if self.top_logprobs is not None and self._penalties is not None:
+                llama_cpp.llama_sampler_free(self._penalties)  # not part of the chain
             self._penalties = None
         if self._grammar is not None:
             llama_cpp.llama_sampler_free(self._grammar)
@@ -156,6 +212,7 @@ class _Candidates:
         self._one_data = (llama_cpp.llama_token_data * 1)()
         self._one = llama_cpp.llama_token_data_array()
         self._one_pointer = ctypes.pointer(self._one)
+        self._exp: np.ndarray | None = None  # reused buffer for the log-softmax
 
     def fill(self, logits: Any) -> None:
         self._view["id"] = self._ids
@@ -166,6 +223,19 @@ class _Candidates:
         self._array.size = self._n_vocab
         self._array.selected = -1
         self._array.sorted = False
+
+    def log_softmax(self) -> np.ndarray:
+        """Log-probabilities of the current logits (a float32 copy; the sum is taken in float64)."""
+        values = self._view["logit"].astype(np.float32)
+        values -= values.max()
+        total = float(np.exp(values, out=self._scratch(values)).sum(dtype=np.float64))
+        values -= np.float32(math.log(total))
+        return values
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        if self._exp is None:
+            self._exp = np.empty_like(like)
+        return self._exp
 
     def selected(self) -> int:
         return int(self._array.data[self._array.selected].id)
@@ -179,14 +249,31 @@ class _Candidates:
         return math.isfinite(self._one_data[0].logit)
 
 
+def _logprobs_of(distribution: np.ndarray, token: int, top: int) -> TokenLogprobs:
+    alternatives: list[tuple[int, float]] = []
+    if top > 0:
+        top = min(top, len(distribution))
+        best = np.argpartition(distribution, -top)[-top:]
+        best = best[np.argsort(-distribution[best], kind="stable")]
+        alternatives = [(int(index), float(distribution[index])) for index in best]
+    return TokenLogprobs(float(distribution[token]), alternatives)
+
+
 # Some llama.cpp releases take n_vocab as the first argument of the penalties sampler, some do not.
 _PENALTIES_TAKES_N_VOCAB = len(llama_cpp.llama_sampler_init_penalties.argtypes or ()) == 5
 
 
 def build_sampler_chain(
-    vocab: Any, n_vocab: int, n_ctx: int, options: SamplingOptions, grammar: str | None
+    vocab: Any,
+    n_vocab: int,
+    n_ctx: int,
+    options: SamplingOptions,
+    grammar: str | None,
+    *,
+    top_logprobs: int | None = None,
 ) -> SamplerChain:
-    """Build the chain for one request; an invalid grammar raises InvalidRequest, never a crash."""
+    """Build the chain for one request; an invalid grammar raises InvalidRequest, never a crash.
+    `top_logprobs` (0..20) turns logprobs on, None leaves them off."""
     grammar_sampler = None
     if grammar is not None:
         grammar_sampler = llama_cpp.llama_sampler_init_grammar(
@@ -210,10 +297,11 @@ def build_sampler_chain(
         if _PENALTIES_TAKES_N_VOCAB:
             penalty_args = (n_vocab, *penalty_args)
         penalties = llama_cpp.llama_sampler_init_penalties(*penalty_args)
-        add(chain, penalties)
+        if top_logprobs is None:
+            add(chain, penalties)  # else applied on its own, before the logprobs are read
     if options.temperature <= 0.0:
         add(chain, llama_cpp.llama_sampler_init_greedy())
-        return SamplerChain(chain, penalties, grammar_sampler, n_vocab)
+        return SamplerChain(chain, penalties, grammar_sampler, n_vocab, top_logprobs=top_logprobs)
     if 0 < options.top_k < n_vocab:
         add(chain, llama_cpp.llama_sampler_init_top_k(options.top_k))
     if 0.0 < options.typical_p < 1.0:
@@ -225,4 +313,4 @@ def build_sampler_chain(
     add(chain, llama_cpp.llama_sampler_init_temp(options.temperature))
     seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed & 0xFFFFFFFF
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return SamplerChain(chain, penalties, grammar_sampler, n_vocab)
+    return SamplerChain(chain, penalties, grammar_sampler, n_vocab, top_logprobs=top_logprobs)

@@ -81,8 +81,16 @@ class CompletionSequence:
         *,
         max_tokens: int,
         penalty_window: int,
+        num_keep: int = 0,
+        shift: bool = True,
+        context: list[int] | None = None,
     ) -> None:
         self.prompt = prompt
+        self.prompt_count = len(prompt)  # as it came: a context shift re-feeds nothing
+        self.num_keep = num_keep  # tokens a context shift keeps at the start
+        self.shift = shift
+        # The tokens to hand back as `context` (prompt, then answer), or None if not asked for.
+        self.context = context
         self.sampler = sampler
         self.sink = sink
         # A sequence ends when its context is full anyway; the limit never exceeds the cap.
@@ -99,13 +107,43 @@ class CompletionSequence:
         self.generated = 0
         self.started_ns = 0
         self.first_token_ns = 0
+        # Logprob entries not sent yet, each with the number of characters decoded before its
+        # token: an entry goes out with the first chunk that shows some of its token's text.
+        self.pending_logprobs: list[tuple[int, dict[str, Any]]] = []
+        self.chars_decoded = 0
+        self.chars_shown = 0
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.sampler.top_logprobs is not None
 
     def take_piece(self, piece: bytes) -> tuple[str, bool]:
         """Text to show for a new token's bytes, and whether a stop string ended the answer."""
         text = self.utf8.feed(piece)
         if not text:
             return "", False
+        self.chars_decoded += len(text)
         return self.stops.feed(text)
+
+    def add_logprobs(self, entry: dict[str, Any]) -> None:
+        """Queue the entry of a token about to be fed to `take_piece`."""
+        self.pending_logprobs.append((self.chars_decoded, entry))
+
+    def message(self, text: str, *, everything: bool = False) -> dict[str, Any] | None:
+        """The chunk that shows `text`, with the logprobs of the tokens it shows (all pending
+        ones when `everything`), or None when there is nothing to send."""
+        self.chars_shown += len(text)
+        if not self.pending_logprobs:
+            return {"content": text} if text else None
+        if everything:
+            ready, self.pending_logprobs = self.pending_logprobs, []
+        else:
+            shown = self.chars_shown
+            ready = [item for item in self.pending_logprobs if item[0] < shown]
+            self.pending_logprobs = self.pending_logprobs[len(ready) :]
+        if not ready:
+            return {"content": text} if text else None
+        return {"content": text, "logprobs": [entry for _, entry in ready]}
 
     def final_text(self) -> str:
         """Whatever was held back (an incomplete character, a partial stop string) when the answer
@@ -115,10 +153,12 @@ class CompletionSequence:
 
     def summary(self, reason: str, now_ns: int) -> dict[str, Any]:
         first = self.first_token_ns or now_ns
+        extra = {"context": self.context} if self.context is not None else {}
         return {
+            **extra,
             "done": True,
             "done_reason": reason,
-            "prompt_eval_count": len(self.prompt),
+            "prompt_eval_count": self.prompt_count,
             "prompt_cache_count": self.cached,
             "prompt_eval_duration": first - self.started_ns,
             "eval_count": self.generated,

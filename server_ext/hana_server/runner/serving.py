@@ -107,12 +107,26 @@ class ServingModel:
             raise InvalidRequest("prompt must be a string")
         options = SamplingOptions.from_options(body.get("options"))
         grammar = grammar_from_request(body)
-        tokens = self.model.tokenize(prompt)
+        top_logprobs = logprobs_request(body)
+        previous = self._context_tokens(body.get("context"))
+        tokens = self.model.tokenize(prompt, add_special=not previous)
+        if previous:
+            # Ollama prepends the earlier exchange's text; here its tokens, after BOS.
+            tokens = self.model.tokenize("") + previous + tokens
         if not tokens:
             raise InvalidRequest("prompt is empty")
+        context = None
+        if body.get("return_context") is True:
+            bos = 1 if self.model.add_bos and tokens[0] == self.model.bos else 0
+            context = tokens[bos:]
         tokens = self._fit_prompt(tokens, options, truncate=body.get("truncate", True) is not False)
         sampler = build_sampler_chain(
-            self.model.vocab, self.model.n_vocab, self.n_ctx_seq, options, grammar
+            self.model.vocab,
+            self.model.n_vocab,
+            self.n_ctx_seq,
+            options,
+            grammar,
+            top_logprobs=top_logprobs,
         )
         # No window is longer than the context: a huge repeat_last_n must not size anything.
         window = self.n_ctx_seq if options.repeat_last_n < 0 else options.repeat_last_n
@@ -124,7 +138,34 @@ class ServingModel:
             sink,
             max_tokens=self.engine.max_tokens,
             penalty_window=window,
+            num_keep=self._num_keep(options, len(tokens)),
+            shift=body.get("shift", True) is not False,
+            context=context,
         )
+
+    def _num_keep(self, options: SamplingOptions, prompt_length: int) -> int:
+        """Tokens a context shift keeps: num_keep (-1: the whole prompt), plus BOS as Ollama
+        counts it, always leaving at least one token to discard."""
+        keep = prompt_length if options.num_keep < 0 else options.num_keep
+        if self.model.add_bos:
+            keep += 1
+        return min(keep, self.n_ctx_seq - 1)
+
+    def _context_tokens(self, value: Any) -> list[int]:
+        """The `context` of an earlier answer, checked against the vocabulary."""
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(
+            isinstance(token, int) and not isinstance(token, bool) for token in value
+        ):
+            raise InvalidRequest("context must be a list of integers")
+        n_vocab = self.model.n_vocab
+        for token in value:
+            if not 0 <= token < n_vocab:
+                raise InvalidRequest(
+                    f"invalid context: token {token} is outside the vocabulary (0..{n_vocab - 1})"
+                )
+        return value
 
     def _fit_prompt(
         self, tokens: list[int], options: SamplingOptions, *, truncate: bool
@@ -202,6 +243,18 @@ class ServingModel:
         self.ctx = None
         self.model.close()
         return True
+
+
+def logprobs_request(body: Mapping[str, Any]) -> int | None:
+    """How many alternatives to return per token (0..20), or None when logprobs are off."""
+    top = body.get("top_logprobs", 0)
+    if top is None:
+        top = 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        raise InvalidRequest("top_logprobs must be between 0 and 20")
+    if body.get("logprobs") is not True:
+        return None
+    return top
 
 
 def _warm_up(model: LoadedModel, ctx: Any) -> None:

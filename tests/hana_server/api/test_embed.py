@@ -66,3 +66,62 @@ def test_generate_on_an_embedding_model_and_embed_on_a_chat_model_are_400(
     response = server.http.post("/api/embed", json={"model": "tiny", "input": "x"})
     assert response.status_code == 400
     assert "does not support embeddings" in response.json()["error"]
+
+
+def test_dimensions_keep_the_first_values_renormalised(
+    server: HanaServerProcess, embedder: str
+) -> None:
+    full = server.http.post("/api/embed", json={"model": embedder, "input": "hello"}).json()
+    vector = full["embeddings"][0]
+    cut = server.http.post(
+        "/api/embed", json={"model": embedder, "input": "hello", "dimensions": 8}
+    ).json()["embeddings"][0]
+    head = vector[:8]
+    assert cut == pytest.approx([x / norm(head) for x in head], abs=1e-5)
+    assert abs(norm(cut) - 1.0) < 1e-5
+    # 0 and anything not below the length leave the vector as it is (Ollama's rule).
+    for dimensions in (0, 64, 1000):
+        same = server.http.post(
+            "/api/embed", json={"model": embedder, "input": "hello", "dimensions": dimensions}
+        ).json()["embeddings"][0]
+        assert same == pytest.approx(vector, abs=1e-6)
+    openai_cut = server.http.post(
+        "/v1/embeddings", json={"model": embedder, "input": "hello", "dimensions": 8}
+    ).json()["data"][0]["embedding"]
+    assert openai_cut == pytest.approx(cut, abs=1e-6)
+
+
+def test_truncate_cuts_long_input_or_refuses_it(
+    server: HanaServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A model of its own: a runner already loaded with a larger context would serve num_ctx 64.
+    path = write_tiny_gguf(tmp_path_factory.mktemp("embed64") / "e.gguf", seed=6, pooling_type=1)
+    server.create_model("tiny-embed-64", Path(path), parameters={"num_ctx": 64})
+    body = {"model": "tiny-embed-64", "input": "word " * 400}
+    cut = server.http.post("/api/embed", json=body)
+    assert cut.status_code == 200, cut.text
+    assert 0 < cut.json()["prompt_eval_count"] < 400
+    assert abs(norm(cut.json()["embeddings"][0]) - 1.0) < 1e-3
+    refused = server.http.post("/api/embed", json={**body, "truncate": False})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "the input length exceeds the context length"}
+    short = server.http.post("/api/embed", json={**body, "input": "short", "truncate": False})
+    assert short.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/embed", {"input": "x", "dimensions": -1}),
+        ("/api/embed", {"input": "x", "dimensions": "8"}),
+        ("/api/embed", {"input": "x", "truncate": "no"}),
+        ("/v1/embeddings", {"input": "x", "dimensions": -4}),
+    ],
+)
+def test_bad_dimensions_or_truncate_are_400(
+    server: HanaServerProcess, embedder: str, path: str, body: dict[str, object]
+) -> None:
+    response = server.http.post(path, json={"model": embedder, **body})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert ("dimensions" in str(error)) or ("truncate" in str(error))

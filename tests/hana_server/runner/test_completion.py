@@ -185,7 +185,12 @@ async def test_unlimited_prediction_stops_when_the_context_is_full(
 ) -> None:
     runner = await start_runner(tiny_gguf_path, ctx_size=64)
     prompt_tokens = await runner.client.tokenize("fill it")
-    _, final = await complete(runner.client, "fill it", **GREEDY, num_predict=-1)
+    parts = []
+    async for message in runner.client.completion(
+        {"prompt": "fill it", "shift": False, "options": {**GREEDY, "num_predict": -1}}
+    ):
+        parts.append(message)
+    final = parts[-1]
     assert final["done_reason"] == "length"
     assert final["eval_count"] == 64 - len(prompt_tokens) + 1
 
