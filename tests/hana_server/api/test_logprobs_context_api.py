@@ -244,3 +244,27 @@ def test_full_context_shifts_unless_shift_is_false(server: HanaServerProcess, mo
     assert stopped["done_reason"] == "length"
     assert stopped["eval_count"] < 64
     assert shifted["response"].startswith(stopped["response"][:30])
+
+
+def test_logprobs_pass_the_reply_parsers(
+    server: HanaServerProcess, client: ollama.Client, models: Path
+) -> None:
+    # A thinking model with tools: its parsers hold text back, the logprobs must still all come,
+    # streamed and whole, the same as on a model without parsers.
+    from family_templates import QWEN3
+
+    server.create_model("thinks", models, template=QWEN3)
+    messages = [{"role": "user", "content": "Logprobs, please"}]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    options = {**GREEDY, "num_predict": 12}
+    plain = client.chat("plain", messages, options=options, logprobs=True)
+    whole = client.chat("thinks", messages, options=options, logprobs=True, tools=tools)
+    parts = list(
+        client.chat("thinks", messages, options=options, logprobs=True, tools=tools, stream=True)
+    )
+    assert whole.eval_count == plain.eval_count == 12
+    text = (whole.message.content or "") + (whole.message.thinking or "")
+    # One entry per generated token, parsers or not (greedy near-ties on a random tiny model may
+    # pick other tokens between runs, so the counts are compared, not the tokens).
+    assert len(whole.logprobs) == len(entries_of(parts)) == len(plain.logprobs) >= 1
+    assert len(text) <= len("".join(e.token for e in whole.logprobs))
