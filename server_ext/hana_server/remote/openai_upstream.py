@@ -195,12 +195,15 @@ class Translation:
             self._tool_fragment(call)
         if (choice.get("logprobs") or {}).get("content"):
             self.logprobs.extend(choice["logprobs"]["content"])
+        if "content" in part or "text" in choice or thinking:
+            # One event per token: the count when no usage comes (llama_cpp.server ignores
+            # stream_options; it sends an empty delta for a token that ends mid-character).
+            now = time.monotonic()
+            self.first = self.first or now
+            self.last = now
+            self.deltas += 1
         if not (content or thinking):
             return None
-        now = time.monotonic()
-        self.first = self.first or now
-        self.last = now
-        self.deltas += 1
         return self.text_fields(content, thinking)
 
     def _tool_fragment(self, call: dict[str, Any]) -> None:

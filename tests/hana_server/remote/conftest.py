@@ -55,7 +55,7 @@ class LlamaCppServer:
             "model_alias": "tiny-openai",
             "host": "127.0.0.1",
             "port": str(self.port),
-            "n_ctx": "8192",
+            "n_ctx": "32768",
             "n_threads": "1",
             "api_key": OPENAI_KEY,
             "verbose": "False",
