@@ -133,6 +133,7 @@ class HanaPanel(VBox):
         # State below is read and written on the loop thread only.
         self._rows: dict[str, ModelRow] = {}
         self._installed: list[str] = []
+        self._remotes: dict[str, str] = {}  # remote model -> its upstream (from /api/tags)
         self._runners: dict[str, dict[str, Any]] = {}
         self._waiting: dict[str, int] = {}
         # Pulls in progress by model name: {"total", "completed"} bytes (from /api/hana/status at
@@ -271,6 +272,9 @@ class HanaPanel(VBox):
     async def _load_installed(self) -> None:
         models, status = await asyncio.gather(self.client.async_models(), self._status())
         self._installed = [str(m["name"]) for m in models]
+        self._remotes = {
+            str(m["name"]): str(m["remote_host"]) for m in models if m.get("remote_host")
+        }
         if status is not None:
             self._pulls = {str(p["model"]): dict(p) for p in status.get("pulls") or []}
             self._cpus = status.get("cpus")
@@ -368,6 +372,7 @@ class HanaPanel(VBox):
         now = datetime.now(UTC)
         for name in names:
             row = self._rows.get(name) or self._new_row(name)
+            row.remote_host = self._remotes.get(name, "")
             if self.connected:
                 row.show(
                     self._runners.get(name), self._waiting.get(name, 0), now, self._pulls.get(name)
@@ -402,12 +407,19 @@ class HanaPanel(VBox):
         return row
 
     def _summary(self) -> str:
-        loaded = len(self._runners)
+        loaded = sum(1 for e in self._runners.values() if e.get("state") != "remote")
         busy = sum(1 for e in self._runners.values() if e.get("state") == "busy")
+        remote_busy = sum(
+            int(e.get("in_flight") or 0)
+            for e in self._runners.values()
+            if e.get("state") == "remote"
+        )
         waiting = sum(self._waiting.values()) + sum(
             int(e.get("queued") or 0) for e in self._runners.values()
         )
         parts = [f"{loaded} loaded", f"{busy} busy"]
+        if remote_busy:
+            parts.append(f"{remote_busy} remote in flight")
         if waiting:
             parts.append(f"{waiting} queued")
         if self._pulls:
