@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -301,3 +305,27 @@ def test_api_key_never_stored(local: HanaServerProcess, remote: str) -> None:
     blobs = local.models_dir / "blobs"
     for blob in blobs.iterdir():
         assert UPSTREAM_KEY.encode() not in blob.read_bytes()
+
+
+def test_cli_creates_remote_model(
+    upstream: HanaServerProcess, local: HanaServerProcess, tmp_path: Path
+) -> None:
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text('FROM ./weights.gguf\nSYSTEM """Be far."""\nPARAMETER num_predict 5\n')
+    hana = Path(sys.executable).parent / "hana"
+    remote = ["--remote", upstream.url, "--from", "tiny", "--api-key-env", "UPSTREAM_API_KEY"]
+    done = subprocess.run(
+        [str(hana), "create", "far-cli", *remote, "-f", str(modelfile)],
+        env={**os.environ, "HANA_URL": local.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("success")
+    show = local.http.post("/api/show", json={"model": "far-cli"}).json()
+    assert show["system"] == "Be far." and show["remote_model"] == "tiny"
+    answer = local.http.post(
+        "/api/generate", json={"model": "far-cli", "prompt": "x", "stream": False}
+    ).json()
+    assert answer["eval_count"] == 5 and answer["remote_host"] == upstream.url
