@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench bench-pull lint clean fuzz soak
+.PHONY: install model test lab serve bench bench-pull bench-remote lint clean fuzz soak
 
 install: $(STAMP) labextension
 
@@ -105,6 +105,11 @@ soak: install
 # Pull throughput from a loopback registry: hana's /api/pull vs curl on the same 250 MB blob.
 bench-pull: model $(STAMP)
 	$(BIN)/python bench/pull.py
+
+# Remote models: streaming through hana vs the same upstream direct (tokens/s, time to first
+# token); writes bench/remote.json.
+bench-remote: model $(STAMP)
+	$(BIN)/python bench/remote.py
 
 lint: install
 	$(BIN)/ruff check .
