@@ -146,7 +146,11 @@ class HanaService:
         """The `/api/show` answer."""
         model = self.store.get(name)
         remote = listing.tags_fields(model)
-        kv = listing.model_info(model) if remote else GGUFInfo.read(model.model_path, verbose).kv
+        kv = (
+            listing.model_info(model)
+            if remote
+            else GGUFInfo.read(model.model_path, verbose=verbose).kv
+        )
         parameters = "\n".join(
             f"{key:<30} {json_value(v)}"
             for key, value in model.parameters.items()
