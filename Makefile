@@ -9,7 +9,7 @@ LAB_JS := labextension/package.json
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install model test lab serve bench bench-pull lint clean fuzz soak install-cuda gpu-bundle
+.PHONY: install model test lab serve bench bench-pull bench-remote lint clean fuzz soak install-cuda gpu-bundle
 
 install: $(STAMP) labextension
 
@@ -116,6 +116,11 @@ install-cuda: $(STAMP)
 # What bench/gpu_device.py needs on a GPU machine without network, in .make/gpu-bundle (44 MiB).
 gpu-bundle: $(STAMP)
 	PYTHON=$(BIN)/python sh bench/gpu_bundle.sh
+
+# Remote models: streaming through hana vs the same upstream direct (tokens/s, time to first
+# token); writes bench/remote.json.
+bench-remote: model $(STAMP)
+	$(BIN)/python bench/remote.py
 
 lint: install
 	$(BIN)/ruff check .

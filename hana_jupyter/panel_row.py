@@ -48,6 +48,7 @@ _BADGE_COLORS = {
     "ready": "#219653",
     "busy": "#e67e22",
     "expiring": "#c0392b",
+    "remote": "#2d9cdb",
 }
 
 Action = Callable[["ModelRow"], None]
@@ -105,8 +106,8 @@ class ModelRow(HBox):
     model = Unicode(help="Model name, as /api/tags lists it.")
     state = Unicode(
         "unloaded",
-        help="unloaded | pulling | queued | loading | ready | busy | expiring | unknown (no "
-        "server).",
+        help="unloaded | pulling | queued | loading | ready | busy | expiring | remote | "
+        "unknown (no server).",
     )
     in_flight = Int(0, help="Requests the runner is working on.")
     num_parallel = Int(0, help="Requests the runner can work on at once (0 when not loaded).")
@@ -128,6 +129,9 @@ class ModelRow(HBox):
     tokens_per_second = Float(None, allow_none=True, help="Speed of the runner's latest answer.")
     error = Unicode("", help="The latest failure for this model (load failed, crash, bad input).")
     note = Unicode("", help="A hint shown when there is no error (a keep-alive kept for later).")
+    remote_host = Unicode(
+        "", help="Where a remote model runs (its upstream URL); empty for a local model."
+    )
     busy_action = Bool(False, help="True while a Warm up or Unload of this row is in progress.")
 
     def __init__(
@@ -233,7 +237,14 @@ class ModelRow(HBox):
         self.pull_bytes = (
             f"{format_size(completed)} / {format_size(total)}" if pull is not None and total else ""
         )
-        if entry is None:
+        if entry is None and self.remote_host:
+            # A remote model: served elsewhere, nothing to load; shown as "remote" at rest.
+            self.state = "remote"
+            self.in_flight = self.size = self.context_length = 0
+            self.queued = waiting
+            self.pid = self.port = self.keep_alive = None
+            self.expires_at = ""
+        elif entry is None:
             self.state = "pulling" if pull is not None else "queued" if waiting else "unloaded"
             self.in_flight = self.num_parallel = self.size = self.context_length = 0
             self.queued = waiting
@@ -281,7 +292,7 @@ class ModelRow(HBox):
         self.keep_alive_chooser.value = value
 
     def _countdown(self, now: datetime) -> str:
-        if self.keep_alive is None or self.state in ("unloaded", "unknown", "queued"):
+        if self.keep_alive is None or self.state in ("unloaded", "unknown", "queued", "remote"):
             return ""
         if self.state == "expiring":
             return "unloading…"
@@ -301,8 +312,8 @@ class ModelRow(HBox):
             return f"pulling {self.pull_progress or 0.0:.0%}"
         if self.state == "loading":
             text = f"loading {self.load_progress:.0%}"
-        elif self.state == "busy":
-            text = f"busy {self.in_flight}/{self.num_parallel}"
+        elif self.state == "busy" or (self.state == "remote" and self.in_flight):
+            text = f"{self.state} {self.in_flight}/{self.num_parallel}"
         elif self.state == "queued":
             return f"queued {self.queued}"
         else:
@@ -315,15 +326,25 @@ class ModelRow(HBox):
         pulling = self.state == "pulling"
         self.progress.value = (self.pull_progress or 0.0) if pulling else self.load_progress
         self.progress.layout.display = "" if self.state in ("loading", "pulling") else "none"
+        remote = self.state == "remote"
         self.runner_label.value = (
-            f"pid {self.pid} · :{self.port}" if loaded else self.pull_bytes if pulling else ""
+            f"pid {self.pid} · :{self.port}"
+            if loaded
+            else self.pull_bytes
+            if pulling
+            else f"→ {self.remote_host}"
+            if remote and self.remote_host
+            else ""
         )
+        # A remote model has no runner here: nothing to warm up, unload or keep alive.
+        for control in (self.warm_button, self.unload_button, self.keep_alive_chooser):
+            control.layout.display = "none" if remote else ""
         self.memory_label.value = format_size(self.size) if self.size else ""
         self.context_label.value = str(self.context_length) if self.context_length else ""
         speed = self.tokens_per_second
         self.speed_label.value = f"{speed:.{0 if speed >= 100 else 1}f} tok/s" if speed else ""
         custom = self.keep_alive_chooser.value == "custom"
-        self.custom_keep_alive.layout.display = "" if custom else "none"
+        self.custom_keep_alive.layout.display = "" if custom and not remote else "none"
         known = self.state != "unknown"
         self.warm_button.disabled = (
             not known or self.busy_action or self.state in ("pulling", "loading", "ready", "busy")

@@ -133,6 +133,7 @@ class HanaPanel(VBox):
         # State below is read and written on the loop thread only.
         self._rows: dict[str, ModelRow] = {}
         self._installed: list[str] = []
+        self._remotes: dict[str, str] = {}  # remote model -> its upstream (from /api/tags)
         self._runners: dict[str, dict[str, Any]] = {}
         self._waiting: dict[str, int] = {}
         # Pulls in progress by model name: {"total", "completed"} bytes (from /api/hana/status at
@@ -274,6 +275,9 @@ class HanaPanel(VBox):
         models, status = await asyncio.gather(self.client.async_models(), self._status())
         # `auto` has no runner of its own: it is the routing line of the status, not a row.
         self._installed = [str(m["name"]) for m in models if not _is_router(m)]
+        self._remotes = {
+            str(m["name"]): str(m["remote_host"]) for m in models if m.get("remote_host")
+        }
         if status is not None:
             self._routing = dict(status.get("routing") or {})
             self._pulls = {str(p["model"]): dict(p) for p in status.get("pulls") or []}
@@ -374,6 +378,7 @@ class HanaPanel(VBox):
         now = datetime.now(UTC)
         for name in names:
             row = self._rows.get(name) or self._new_row(name)
+            row.remote_host = self._remotes.get(name, "")
             if self.connected:
                 row.show(
                     self._runners.get(name), self._waiting.get(name, 0), now, self._pulls.get(name)
@@ -408,12 +413,19 @@ class HanaPanel(VBox):
         return row
 
     def _summary(self) -> str:
-        loaded = len(self._runners)
+        loaded = sum(1 for e in self._runners.values() if e.get("state") != "remote")
         busy = sum(1 for e in self._runners.values() if e.get("state") == "busy")
+        remote_busy = sum(
+            int(e.get("in_flight") or 0)
+            for e in self._runners.values()
+            if e.get("state") == "remote"
+        )
         waiting = sum(self._waiting.values()) + sum(
             int(e.get("queued") or 0) for e in self._runners.values()
         )
         parts = [f"{loaded} loaded", f"{busy} busy"]
+        if remote_busy:
+            parts.append(f"{remote_busy} remote in flight")
         if waiting:
             parts.append(f"{waiting} queued")
         if self._pulls:

@@ -45,7 +45,11 @@ class HanaServerProcess:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60.0))
+        key = self.env.get("HANA_API_KEY")  # a server started with a key wants it everywhere
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(
+            base_url=self.url, timeout=httpx.Timeout(60.0), headers=self.headers
+        )
 
     def start(self) -> HanaServerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
@@ -61,7 +65,7 @@ class HanaServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hana serve exited: {self.log()}")
             try:
-                if httpx.get(self.url, timeout=1).status_code == 200:
+                if httpx.get(self.url, timeout=1, headers=self.headers).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)

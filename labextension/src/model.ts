@@ -33,7 +33,7 @@ export interface IMessage {
 }
 
 interface ITags {
-  models?: { name: string }[];
+  models?: { name: string; remote_host?: string }[];
 }
 
 interface IStatus {
@@ -202,7 +202,12 @@ export class HanaModel implements IDisposable {
     this._defaultKeepAlive =
       status?.settings?.keep_alive ?? this._defaultKeepAlive;
     const installed = (tags.models ?? []).map(m => String(m.name));
-    const state = { ...this._state, installed };
+    const remotes = new Map(
+      (tags.models ?? [])
+        .filter(m => m.remote_host)
+        .map(m => [String(m.name), String(m.remote_host)])
+    );
+    const state = { ...this._state, installed, remotes };
     this._set(status?.pulls ? withPulls(state, status.pulls) : state);
   }
 

@@ -107,6 +107,10 @@ class RowView {
     this._timing.textContent = joinCells([row.countdown, row.speed]);
     this._warm.disabled = pending || !row.canWarm;
     this._unload.disabled = pending || !row.canUnload;
+    // A remote model runs elsewhere: nothing to warm up, unload or keep alive here.
+    for (const control of [this._warm, this._unload, this._chooser]) {
+      control.style.display = row.remote ? 'none' : '';
+    }
     this._loaded = row.loaded;
     // keep_alive 0 is an unload in progress, not a choice to offer for the next Warm up.
     if (row.keepAlive && row.keepAlive !== this._followed) {
@@ -119,7 +123,8 @@ class RowView {
         this._custom.value = custom;
       }
     }
-    this._custom.style.display = this._chooser.value === 'custom' ? '' : 'none';
+    this._custom.style.display =
+      this._chooser.value === 'custom' && !row.remote ? '' : 'none';
     const text = row.error || message?.text || '';
     this._message.textContent = text;
     this._message.classList.toggle(

@@ -21,6 +21,9 @@ export interface IRunner {
   tokens_per_second?: number | null;
   pid?: number | null;
   port?: number | null;
+  /** A remote model's upstream (state "remote"): served elsewhere, nothing to load here. */
+  remote_host?: string;
+  remote_model?: string;
 }
 
 /** A server-sent event's JSON (`data:`); `event` names its kind. */
@@ -51,6 +54,8 @@ export interface IServerState {
   errors: Map<string, string>;
   /** Pulls in progress: the fraction done per model. */
   pulls: Map<string, number>;
+  /** Remote models (from /api/tags) and the upstream each runs on. */
+  remotes?: Map<string, string>;
 }
 
 /** One pull as the status snapshot (`pulls`) and `pull` events give it. */
@@ -289,6 +294,8 @@ export interface IRow {
   error: string;
   canWarm: boolean;
   canUnload: boolean;
+  /** A remote model: no warm-up, unload or keep-alive controls. */
+  remote: boolean;
 }
 
 function countdown(
@@ -297,7 +304,10 @@ function countdown(
   expiresAt: string,
   now: number
 ): string {
-  if (keepAlive === null || ['unloaded', 'unknown', 'queued'].includes(state)) {
+  if (
+    keepAlive === null ||
+    ['unloaded', 'unknown', 'queued', 'remote'].includes(state)
+  ) {
     return '';
   }
   if (state === 'expiring') {
@@ -328,11 +338,14 @@ export interface IRowInput {
   error?: string;
   /** The fraction pulled, while a pull of this model runs. */
   pulling?: number;
+  /** The upstream of a remote model (from /api/tags). */
+  remote?: string;
 }
 
 /** One row from a runner entry (or none: not loaded) and the requests waiting for it. */
 export function rowFor(model: string, input: IRowInput, now: number): IRow {
   const { runner, waiting = 0, connected = true, error = '', pulling } = input;
+  const remoteHost = runner?.remote_host || input.remote || '';
   if (!connected) {
     return {
       model,
@@ -348,8 +361,12 @@ export function rowFor(model: string, input: IRowInput, now: number): IRow {
       keepAlive: null,
       error,
       canWarm: false,
-      canUnload: false
+      canUnload: false,
+      remote: remoteHost !== ''
     };
+  }
+  if (remoteHost) {
+    return remoteRow(model, remoteHost, runner, waiting, error);
   }
   const loaded = runner !== undefined;
   const state = loaded
@@ -398,7 +415,44 @@ export function rowFor(model: string, input: IRowInput, now: number): IRow {
     keepAlive,
     error,
     canWarm: !['loading', 'ready', 'busy', 'pulling'].includes(state),
-    canUnload: !['unloaded', 'queued', 'expiring', 'pulling'].includes(state)
+    canUnload: !['unloaded', 'queued', 'expiring', 'pulling'].includes(state),
+    remote: false
+  };
+}
+
+/** A remote model's row: requests in flight and queued at its upstream; no runner here. */
+function remoteRow(
+  model: string,
+  host: string,
+  runner: IRunner | undefined,
+  waiting: number,
+  error: string
+): IRow {
+  const inFlight = Number(runner?.in_flight) || 0;
+  const queued = (Number(runner?.queued) || 0) + waiting;
+  let badge = inFlight
+    ? `remote ${inFlight}/${runner?.num_parallel || 1}`
+    : 'remote';
+  if (queued) {
+    badge += ` · queued ${queued}`;
+  }
+  const speed = runner?.tokens_per_second;
+  return {
+    model,
+    state: 'remote',
+    badge,
+    loadProgress: 0,
+    loaded: false,
+    runner: `→ ${host}`,
+    memory: '',
+    context: runner?.context_length ? String(runner.context_length) : '',
+    countdown: '',
+    speed: speed ? `${speed.toFixed(speed >= 100 ? 0 : 1)} tok/s` : '',
+    keepAlive: null,
+    error,
+    canWarm: false,
+    canUnload: false,
+    remote: true
   };
 }
 
@@ -428,7 +482,8 @@ export function rows(state: IServerState, now: number): IRow[] {
         waiting: state.waiting.get(name) ?? 0,
         connected: state.connected,
         error: state.errors.get(name) ?? '',
-        pulling: state.pulls.get(name)
+        pulling: state.pulls.get(name),
+        remote: state.remotes?.get(name)
       },
       now
     )
@@ -440,7 +495,7 @@ export function summary(state: IServerState): string {
   if (!state.connected) {
     return state.problem === CONNECTING ? 'hana: connecting…' : 'hana: offline';
   }
-  const runners = [...state.runners.values()];
+  const runners = [...state.runners.values()].filter(r => r.state !== 'remote');
   const busy = runners.filter(r => r.state === 'busy').length;
   const queued =
     [...state.waiting.values()].reduce((a, b) => a + b, 0) +

@@ -222,8 +222,36 @@ def print_stats(answer: Any) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> None:
-    for chunk in connect().stream_create_from_modelfile(args.model, args.file):
+    if args.remote:
+        chunks = connect().stream_create(args.model, **remote_fields(args))
+    else:
+        chunks = connect().stream_create_from_modelfile(args.model, args.file)
+    for chunk in chunks:
         print(chunk.get("status", ""))
+
+
+def remote_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """`hana create NAME --remote URL --from MODEL [--api openai] [--api-key-env VAR]`: the
+    create request of a remote model; a Modelfile (-f, if it exists) adds SYSTEM, TEMPLATE,
+    PARAMETERs and MESSAGEs (its FROM is replaced by --from)."""
+    from pathlib import Path
+
+    from hana_protocol.modelfile import Modelfile, plan_create
+
+    if not args.from_:
+        raise SystemExit("hana create --remote needs --from: the model's name on the remote host")
+    fields: dict[str, Any] = {}
+    path = Path(args.file)
+    if path.is_file():
+        # Its FROM names the local source of a local model: replaced by the remote one.
+        lines = [ln for ln in path.read_text().splitlines() if not ln.upper().startswith("FROM ")]
+        text = "\n".join([f"FROM {args.from_}", *lines])
+        plan = plan_create(Modelfile.parse(text), None)
+        fields = {k: v for k, v in plan.fields.items() if k not in ("from", "files")}
+    fields.update({"from_": args.from_, "remote_host": args.remote, "remote_api": args.api})
+    if args.api_key_env:
+        fields["remote_key_env"] = args.api_key_env
+    return fields
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
@@ -292,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = verbs.add_parser("create", help="create a model from a Modelfile")
     create.add_argument("model")
     create.add_argument("-f", "--file", default="Modelfile", help="path to the Modelfile")
+    create.add_argument(
+        "--remote",
+        metavar="URL",
+        help="a remote model served at URL (Ollama/hana, or --api openai)",
+    )
+    create.add_argument("--from", dest="from_", help="with --remote: the model's name there")
+    create.add_argument(
+        "--api", choices=("ollama", "openai"), default="ollama", help="with --remote: its API"
+    )
+    create.add_argument(
+        "--api-key-env", help="with --remote: the server's environment variable holding the key"
+    )
     create.set_defaults(func=cmd_create)
 
     stop = verbs.add_parser("stop", help="unload a running model")

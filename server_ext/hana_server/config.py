@@ -245,3 +245,40 @@ class HanaSettings(RoutingSettings, LoggingConfigurable):
     def _default_prune(self) -> bool:
         value = env_value("HANA_NOPRUNE", "OLLAMA_NOPRUNE")
         return not value or value.lower() in ("0", "false", "no")
+
+    # ------------------------------------------------------------------ remote models
+
+    remotes = Unicode(
+        help="Hostnames (no port, comma separated) that remote models may be served from "
+        "($HANA_REMOTES, $OLLAMA_REMOTES); default 'ollama.com', as Ollama. Others: 400."
+    ).tag(config=True)
+
+    @default("remotes")
+    def _default_remotes(self) -> str:
+        value = env_value("HANA_REMOTES", "OLLAMA_REMOTES")
+        return "ollama.com" if value is None else value
+
+    remote_parallel = Int(
+        help="Requests one upstream host serves at once; more wait, and past `max_queue` "
+        "waiting the server answers 503 ($HANA_REMOTE_PARALLEL, default 4)."
+    ).tag(config=True)
+
+    @default("remote_parallel")
+    def _default_remote_parallel(self) -> int:
+        return max(1, env_int("HANA_REMOTE_PARALLEL", fallback=4))
+
+    remote_timeout = Float(
+        help="Seconds an upstream may stay silent (before its first token or between two) "
+        "before the request fails with 504 ($HANA_REMOTE_TIMEOUT, default 300).",
+    ).tag(config=True)
+
+    @default("remote_timeout")
+    def _default_remote_timeout(self) -> float:
+        try:
+            return float(env_value("HANA_REMOTE_TIMEOUT") or 300)
+        except ValueError:
+            return 300.0
+
+    remote_max_response = Int(
+        64 << 20, help="Most bytes one upstream answer may bring (stream or not); past it: 502."
+    ).tag(config=True)

@@ -186,6 +186,9 @@ class GenerationService:
         self.scheduler = scheduler
         self.count_tokens = count_tokens
         self.arriving = arriving
+        # Models served elsewhere go to `remote` (a hana_server.remote.RemoteProxy, set by
+        # HanaService): it has `handles(model)`, `start_generate`, `start_chat`, `embed`.
+        self.remote: Any = None
 
     async def find(self, name: str) -> Model:
         """The model `name`; one still being installed is waited for, not a 404."""
@@ -235,6 +238,8 @@ class GenerationService:
         """An AnswerStream to stream, or a final chunk for load/unload requests."""
         started = time.monotonic()
         model = await self.find(req.model)
+        if self.remote is not None and self.remote.handles(model):
+            return await self.remote.start_generate(model, req, started)
         keep_alive = parse_keep_alive(req.keep_alive)
         options = merge_options(model.parameters, req.options)
         if req.raw and (req.template or req.system or req.context):
@@ -282,6 +287,8 @@ class GenerationService:
         if not req.model:
             raise InvalidRequest("model is required")
         model = await self.find(req.model)
+        if self.remote is not None and self.remote.handles(model):
+            return await self.remote.start_chat(model, req, started)
         keep_alive = parse_keep_alive(req.keep_alive)
         options = merge_options(model.parameters, req.options)
         images = [image for m in req.messages for image in (m.images or [])]
@@ -352,6 +359,15 @@ class GenerationService:
     ) -> dict[str, Any]:
         started = time.monotonic()
         model = await self.find(name)
+        if self.remote is not None and self.remote.handles(model):
+            return await self.remote.embed(
+                model,
+                inputs,
+                truncate=truncate,
+                options=options,
+                keep_alive=keep_alive,
+                dimensions=dimensions,
+            )
         if "embedding" not in model.capabilities:
             raise InvalidRequest(f'"{model.name.display}" does not support embeddings')
         merged = merge_options(model.parameters, options)

@@ -161,6 +161,12 @@ class CreateRequest(Named):
     requires: str | None = None
     quantize: str | None = None
     stream: bool | None = True
+    # Remote models (hana_server.remote): Ollama's `remote_host` and `info`, and hana's
+    # `remote_api` ("ollama" | "openai") and `remote_key_env` (the NAME of the key's variable).
+    remote_host: str | None = None
+    remote_api: str | None = None
+    remote_key_env: str | None = None
+    info: dict[str, Any] | None = None
 
 
 class CopyRequest(Request):

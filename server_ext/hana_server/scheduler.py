@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,6 +202,8 @@ class Scheduler:
         self._ids = itertools.count(1)
         self._infos: dict[Path, GGUFInfo] = {}
         self._closed = False
+        # Entries of models served elsewhere (`RemoteProxy.snapshots`, set by HanaService).
+        self.remote_snapshots: Callable[[], list[RunnerSnapshot]] = list
 
     # ----------------------------------------------------------------- requests
 
@@ -640,6 +642,7 @@ class Scheduler:
     def ps(self) -> list[RunnerSnapshot]:
         """Every runner, the one expiring last first (Ollama's order for `/api/ps`)."""
         snapshots = [self._snapshot(runner) for runner in self._runners]
+        snapshots += self.remote_snapshots()  # remote models (hana_server.remote): no runner
         snapshots.sort(key=lambda s: s.expires_at, reverse=True)
         return snapshots
 
@@ -676,9 +679,17 @@ class Scheduler:
     def _changed(self) -> None:
         self.events.publish_state(lambda: {"models": self.ps(), "waiting": self.waiting()})
 
+    def state_changed(self) -> None:
+        """Publish a state event (the remote gates call it when their counts change)."""
+        self._changed()
+
     def has_work(self) -> bool:
         """True while any request holds or waits for a runner (Jupyter's idle culler asks)."""
-        return bool(self._waiters) or any(r.active_requests for r in self._runners)
+        return (
+            bool(self._waiters)
+            or any(r.active_requests for r in self._runners)
+            or any(s.active_requests or s.queued for s in self.remote_snapshots())
+        )
 
     # ---------------------------------------------------------------- shutdown
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,16 @@ from hana_server.gpu.detect import DetectedGpu, GpuProvider
 from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
 from hana_server.metrics import HanaMetrics
+from hana_server.remote import listing
+from hana_server.remote.create import create_remote
+from hana_server.remote.proxy import RemoteProxy
+from hana_server.remote.spec import checked_spec, wants_remote
+from hana_server.remote.transport import Limits
 from hana_server.requests import CreateRequest
 from hana_server.routing import describe as routing
 from hana_server.routing.generation import RoutingGeneration
 from hana_server.scheduler import Scheduler
+from hana_server.store.create import ModelChanges, checked_parameters
 from hana_server.store.default_model import DEFAULT_MODEL, ensure_default_model
 from hana_server.store.gguf_info import GGUFInfo
 from hana_server.store.model import Model
@@ -63,6 +69,19 @@ class HanaService:
         )
         self.router = self.generation.router  # `auto`: see routing/
         self.pulls = PullManager(self.store, publish=self.scheduler.events.publish)
+        self.remote = RemoteProxy(
+            remotes=settings.remotes,
+            parallel=settings.remote_parallel,
+            max_queue=settings.max_queue,
+            keep_alive=settings.default_keep_alive_seconds,
+            limits=Limits(
+                read_timeout=settings.remote_timeout, max_response=settings.remote_max_response
+            ),
+            changed=self.scheduler.state_changed,
+            count_tokens=self.metrics.tokens,
+        )
+        self.generation.remote = self.remote
+        self.scheduler.remote_snapshots = self.remote.snapshots
         self.url: str | None = None  # the shared port's URL once a host binds it
         self._default_model_task: asyncio.Task[None] | None = None
         self._gpu_task: asyncio.Task[object] | None = None
@@ -121,6 +140,7 @@ class HanaService:
         if self._gpu_task is not None and not self._gpu_task.done():
             self._gpu_task.cancel()  # a running probe process ends by itself
         await self.pulls.close()  # partial downloads stay for a resume after the restart
+        await self.remote.close()
         await self.scheduler.close()
 
     # ------------------------------------------------------------------ models
@@ -135,6 +155,7 @@ class HanaService:
             "digest": model.digest,
             "details": model.details(),
             "capabilities": model.capabilities,
+            **listing.tags_fields(model),
         }
 
     def show(self, name: str, *, verbose: bool = False) -> dict[str, Any]:
@@ -142,7 +163,12 @@ class HanaService:
         if routing.names_router(self.router, self.store, name):
             return routing.show(self.router, self.store)
         model = self.store.get(name)
-        info = GGUFInfo.read(model.model_path, verbose=verbose)
+        remote = listing.tags_fields(model)
+        kv = (
+            listing.model_info(model)
+            if remote
+            else GGUFInfo.read(model.model_path, verbose=verbose).kv
+        )
         parameters = "\n".join(
             f"{key:<30} {json_value(v)}"
             for key, value in model.parameters.items()
@@ -154,7 +180,7 @@ class HanaService:
             "parameters": parameters,
             "template": model.template or "",
             "details": model.details(),
-            "model_info": info.kv,
+            "model_info": kv,
             "capabilities": model.capabilities,
             "modified_at": model.modified_at.isoformat(),
         }
@@ -162,7 +188,7 @@ class HanaService:
             result["system"] = model.system
         if model.messages:
             result["messages"] = model.messages
-        return result
+        return {**result, **remote}
 
     async def create(self, req: CreateRequest) -> AsyncIterator[dict[str, Any]]:
         """Create a model and report progress like Ollama (`status` lines, then `success`)."""
@@ -179,6 +205,8 @@ class HanaService:
             req = CreateRequest.model_validate(plan.body(req.model) | {"stream": req.stream})
 
         def work() -> Model:
+            if wants_remote(req.remote_host, req.from_, bool(req.files)):
+                return self._create_remote(req, progress)
             model_digest = None
             if req.files:
                 ggufs = [d for name, d in req.files.items() if not name.endswith(".json")]
@@ -210,6 +238,21 @@ class HanaService:
         task.result()  # raises the store's error (HanaError) into the stream
         yield {"status": "success"}
 
+    def _create_remote(self, req: CreateRequest, progress: Callable[[str], None]) -> Model:
+        """A model served elsewhere: Ollama's `from` + `remote_host` (+ hana's remote_api)."""
+        if req.files:
+            raise InvalidRequest("a remote model has no files: give 'from' and 'remote_host'")
+        spec = checked_spec(req.remote_host, req.from_, req.remote_api, req.remote_key_env)
+        license_ = [req.license] if isinstance(req.license, str) else req.license
+        changes = ModelChanges(
+            template=req.template,
+            system=req.system,
+            parameters=checked_parameters(req.parameters or {}),
+            messages=[m.model_dump(exclude_none=True) for m in req.messages or []] or None,
+            license=license_,
+        )
+        return create_remote(self.store, req.model, spec, changes, req.info, progress)
+
 
 def json_value(value: Any) -> str:
     return (
@@ -228,7 +271,7 @@ def modelfile_text(model: Model) -> str:
         "# To build a new Modelfile based on this, replace FROM with:",
         f"# FROM {model.name.display}",
         "",
-        f"FROM {model.model_path}",
+        f"FROM {listing.modelfile_from(model)}",
     ]
     if model.template:
         lines.append(f'TEMPLATE """{model.template}"""')

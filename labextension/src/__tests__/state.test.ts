@@ -53,6 +53,43 @@ function connected(installed: string[], models: IRunner[] = []): IServerState {
 }
 
 describe('rows', () => {
+  test('a remote model: state remote, its upstream, no runner controls', () => {
+    const host = 'http://gpu-box:11434';
+    const idle = rowFor('far', { remote: host }, NOW);
+    assert.equal(idle.state, 'remote');
+    assert.equal(idle.badge, 'remote');
+    assert.equal(idle.runner, `→ ${host}`);
+    assert.equal(idle.canWarm, false);
+    assert.equal(idle.canUnload, false);
+    assert.equal(idle.remote, true);
+    const busy = rowFor(
+      'far',
+      {
+        runner: runner({
+          state: 'remote',
+          in_flight: 2,
+          num_parallel: 4,
+          queued: 1,
+          pid: null,
+          port: null,
+          remote_host: host
+        })
+      },
+      NOW
+    );
+    assert.equal(busy.badge, 'remote 2/4 · queued 1');
+    assert.equal(busy.countdown, '');
+    assert.equal(busy.canUnload, false);
+    const state: IServerState = {
+      ...emptyState(),
+      connected: true,
+      problem: '',
+      installed: ['far'],
+      remotes: new Map([['far', host]])
+    };
+    assert.equal(rows(state, NOW)[0].state, 'remote');
+  });
+
   test('a ready runner shows the panel widget truth', () => {
     const row = rowFor('tiny:test', { runner: runner() }, NOW);
     assert.equal(row.badge, 'ready');

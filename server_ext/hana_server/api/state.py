@@ -44,6 +44,8 @@ def runner_json(runner: RunnerSnapshot) -> dict[str, Any]:
         "load_progress": round(runner.load_progress, 3),
         "keep_alive": -1 if runner.pinned else runner.keep_alive,
         "tokens_per_second": runner.tokens_per_second,
+        # A remote model (hana_server.remote): where it runs, as /api/tags shows it.
+        **{k: model.config[k] for k in ("remote_model", "remote_host") if k in model.config},
     }
 
 

@@ -28,6 +28,8 @@ log = logging.getLogger("hana.store")
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 MEDIA_MODEL = "application/vnd.ollama.image.model"
+# The model_path of a remote model, which has no weights layer: reading it as a GGUF fails.
+NO_WEIGHTS = Path(os.devnull)
 MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
 MEDIA_PROMPT = "application/vnd.ollama.image.prompt"  # older name of the template layer
 MEDIA_SYSTEM = "application/vnd.ollama.image.system"
@@ -139,9 +141,11 @@ class ManifestTree:
                 found["messages"] = json.loads(self._read_blob(name, digest))
             elif media == MEDIA_LICENSE:
                 found["license"].append(self._read_blob(name, digest).decode())
-        if model_path is None:
+        if model_path is None and config.get("remote_host"):
+            model_path = NO_WEIGHTS  # a remote model (hana_server.remote): served elsewhere
+        elif model_path is None:
             raise HanaError(f"model '{name.display}' has no GGUF weights layer")
-        if not model_path.is_file():
+        elif not model_path.is_file():
             raise HanaError(f"model '{name.display}' is damaged: blob {model_path.name} is missing")
         return Model(
             name=name,
