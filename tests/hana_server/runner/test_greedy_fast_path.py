@@ -31,7 +31,8 @@ def _native_greedy() -> object:
 
 def test_argmax_matches_llama_greedy_on_every_row(loaded) -> None:
     model, ctx = loaded
-    fast = build_sampler_chain(model.vocab, model.n_vocab, 256, SamplingOptions(temperature=0), None)
+    greedy = SamplingOptions(temperature=0)
+    fast = build_sampler_chain(model.vocab, model.n_vocab, 256, greedy, None)
     native = _native_greedy()
     try:
         batch = TokenBatch(256)
