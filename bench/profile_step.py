@@ -72,11 +72,31 @@ def _patch_llama_cpp() -> None:
     """Time llama.cpp's calls as the engine makes them (it looks them up on the module)."""
     import llama_cpp
 
-    llama_cpp.llama_decode = TIMERS.wrap("decode", llama_cpp.llama_decode)
+    decode = llama_cpp.llama_decode
+    wall, cpu, add = time.perf_counter_ns, time.thread_time_ns, TIMERS.add
+
+    def timed_decode(ctx: Any, batch: Any) -> int:
+        # Wall time, and the calling thread's CPU time: with 1 thread (no OpenMP worker, no
+        # barrier to spin at) the latter is the compute itself, and barely moved by other load.
+        start, start_cpu = wall(), cpu()
+        try:
+            return int(decode(ctx, batch))
+        finally:
+            add("decode", wall() - start)
+            add("decode_cpu", cpu() - start_cpu)
+
+    llama_cpp.llama_decode = timed_decode
 
 
 def profile(
-    gguf: Path, streams: int, threads: int, n_predict: int, prompt: str, native_greedy: bool
+    gguf: Path,
+    streams: int,
+    threads: int,
+    n_predict: int,
+    prompt: str,
+    native_greedy: bool,
+    parallel: int | None = None,
+    ctx_size: int = 4096,
 ) -> dict[str, Any]:
     import llama_cpp
     import numpy as np
@@ -89,7 +109,8 @@ def profile(
     timers = TIMERS
     get_logits = llama_cpp.llama_get_logits_ith
 
-    settings = RunnerSettings(model=gguf, ctx_size=4096, parallel=max(streams, 1), threads=threads)
+    slots = max(parallel or streams, streams)
+    settings = RunnerSettings(model=gguf, ctx_size=ctx_size, parallel=slots, threads=threads)
     model = engine_module.LoadedModel.load(gguf, on_progress=lambda _v: None, should_abort=bool)
     ctx = model.new_context(settings)
     _warm_up(model, ctx)
@@ -101,7 +122,7 @@ def profile(
         model,
         ctx,
         loop,
-        n_ctx_seq=4096,
+        n_ctx_seq=ctx_size,
         parallel=settings.parallel,
         threads=threads,
         swa_full=False,
@@ -155,7 +176,7 @@ def profile(
         options = SamplingOptions(temperature=0.0, num_predict=n_predict, seed=1)
         start = clock()
         for _ in range(streams):
-            sampler = build_sampler_chain(model.vocab, model.n_vocab, 4096, options, None)
+            sampler = build_sampler_chain(model.vocab, model.n_vocab, ctx_size, options, None)
             if native_greedy:
                 sampler.sample_at = functools.partial(_native_sample, sampler._chain)
             sampler.sample_at = timers.wrap("sample", sampler.sample_at)
@@ -195,6 +216,8 @@ def profile(
     result = {
         "streams": streams,
         "threads": threads,
+        "slots": slots,
+        "ctx_per_slot": ctx_size,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "sampler": "llama_sampler_sample" if native_greedy else "build_sampler_chain",
         "steps": steps,
@@ -203,6 +226,7 @@ def profile(
             "loop_wall": round(wall * 1000 / steps, 3),
             "step": _median_ms(timers.samples["step"]),
             "decode": _median_ms(timers.samples["decode"]),
+            "decode_cpu_engine_thread": _median_ms(timers.samples["decode_cpu"]),
             "sample": round(per_row_sample * streams, 3),
             "text_and_messages": round(_median_ms(timers.samples["text"]) * streams, 3),
             "handoff": _median_ms(timers.samples.get("handoff", [])),
@@ -220,6 +244,8 @@ def main() -> None:
     parser.add_argument("gguf", type=Path)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=None, help="slots (default: streams)")
+    parser.add_argument("--ctx-size", type=int, default=4096, help="context per slot")
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument(
         "--omp",
@@ -241,10 +267,10 @@ def main() -> None:
     from run import PROMPT
 
     _patch_llama_cpp()
-    results = [
-        profile(args.gguf, n, args.threads, args.n_predict, PROMPT, args.native_greedy)
-        for n in args.streams
-    ]
+    results = []
+    for n in args.streams:
+        args_of_run = (args.gguf, n, args.threads, args.n_predict, PROMPT, args.native_greedy)
+        results.append(profile(*args_of_run, args.parallel, args.ctx_size))
     print(json.dumps(results, indent=1))
 
 
