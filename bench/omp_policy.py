@@ -47,6 +47,7 @@ def main() -> None:
     for index in range(args.repeats):
         for policy in POLICIES:
             results[policy].append(measure(policy, watch, index + 1))
+            print(json.dumps({policy: results[policy][-1]}), flush=True)  # a long run's partials
     print(json.dumps({"policies": results, "noise": watch.sections}, indent=1))
 
 
