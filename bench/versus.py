@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -35,6 +36,10 @@ from llama_cpp_build import ensure_built, source_version
 from report import CpuWatch, summary
 
 PARALLEL = 4
+# hana's runner sleeps OpenMP workers between decodes (runner/__main__.py); llama.cpp's tools get
+# the same policy, or on a shared box their spinning workers measure the load, not the engine
+# (llama-bench here: 30.8 +- 0.5 tok/s with PASSIVE, 20.5 +- 11.7 with libgomp's default).
+OMP_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 ROUNDS = 3
 GOALS = {
     "hana_1_vs_llama_bench_tg": 0.95,
@@ -106,7 +111,8 @@ def llama_bench_tg(binary: Path, gguf: Path, threads: int, n_predict: int) -> fl
     """llama-bench's tg rate (one repetition; its own warm-up run comes first)."""
     command = [str(binary), "-m", str(gguf), "-t", str(threads), "-p", "0"]
     command += ["-n", str(n_predict), "-r", "1", "-o", "json"]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **OMP_ENV}
+    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600, env=env)
     return float(json.loads(done.stdout)[0]["avg_ts"])
 
 
@@ -275,6 +281,7 @@ def run_versus(
         "hana_sampling": "temperature 0 (argmax), raw prompt, num_predict",
         "rounds": rounds,
         "threads": threads,
+        "omp_wait_policy_everywhere": OMP_ENV["OMP_WAIT_POLICY"],
         "n_predict": n_predict,
         "order": "rotated by one measurement each round",
     }
