@@ -86,8 +86,11 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
-# Raw llama-cpp-python ceilings vs hana vs llama_cpp.server; writes bench/results.json (~10 min).
+# Raw llama-cpp-python ceilings vs hana vs llama_cpp.server, and hana vs llama.cpp's own
+# llama-bench and llama-server, built once (cached in ~/.cache/hana-bench) from the source
+# llama-cpp-python vendors; writes bench/results.json (~15 min, plus the first build).
 bench: model $(BENCH_STAMP)
+	$(BIN)/python bench/llama_cpp_build.py
 	$(BIN)/python bench/run.py
 
 # Fuzz every API operation from its OpenAPI document against a real `hana serve` with three tiny

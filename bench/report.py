@@ -341,6 +341,11 @@ def table(results: dict[str, Any]) -> str:
             "one alone",
             _get(two, budget, "both_vs_alone", "median"),
         )
+    versus = results.get("versus_llama_cpp", {})
+    for name, rate in versus.get("tokens_per_second", {}).items():
+        add(f"versus: {name} (tok/s, median of rounds)", rate.get("median"))
+    for key, goal in versus.get("goals", {}).items():
+        add(f"versus: {key} (median of per-round ratios)", goal["median"], goal["goal"], digits=2)
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for i, row in enumerate(rows):

@@ -4,7 +4,9 @@ In one run, on the bundled gemma3:270m Q4_K_M and the cores this process is gran
 - R1/R2: llama-cpp-python's low-level API with no server (raw.py, in a child process);
 - hana through its HTTP API (`hana serve` with its own store; api.py);
 - llama-cpp-python's own `llama_cpp.server` (reference_server.py);
-- two models busy at once with hana's thread budget on and off.
+- two models busy at once with hana's thread budget on and off;
+- llama.cpp's own llama-bench and llama-server (built from the source llama-cpp-python vendors),
+  interleaved round by round with hana and the raw loop (versus.py).
 Writes bench/results.json and prints the table (report.py). Takes about 10 minutes on 2 cores.
 
 Two models need two GGUF files: hana's store is content-addressed, so a second name for the same
@@ -38,6 +40,7 @@ from report import (
     table,
     versions,
 )
+from versus import measure_all as measure_versus
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".make"
@@ -305,6 +308,8 @@ def main() -> None:
         "budget_off": budget_off,
     }
     results["llama_cpp_server"] = run_reference(watch, gguf, threads)
+    print("  hana vs llama.cpp's llama-bench and llama-server, interleaved ...", flush=True)
+    results["versus_llama_cpp"] = measure_versus(watch, gguf, twin, threads)
     results["comparisons"] = comparisons(results)
     texts = {
         "raw": results["raw"]["r1"]["text"],
