@@ -281,7 +281,10 @@ def main() -> int:
             for seed, name in enumerate(MODELS):
                 server.create_tiny(name, root, seed=seed)
             for name in MODELS:  # warm every code path once before the baseline
-                server.http.post("/api/generate", json={"model": name, "prompt": "x"})
+                server.http.post(
+                    "/api/generate",
+                    json={"model": name, "prompt": "x", "options": {"num_predict": 8}},
+                )
             before = idle_footprint(server)
             # The same probe on the idle server first: what this machine gives without the soak.
             _, idle_latencies, _ = probed(server.url, lambda: time.sleep(IDLE_PROBE_SECONDS))
