@@ -16,6 +16,7 @@ not seen: `gpu_overhead` keeps room for them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
@@ -174,6 +175,10 @@ async def run_probe(command: list[str], timeout: float = PROBE_TIMEOUT) -> GpuIn
         process.kill()
         await process.wait()
         return GpuInfo(None, reason=f"GPU probe gave no answer within {timeout:.0f}s")
+    except asyncio.CancelledError:  # shutdown: leave no probe process behind
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        raise
     lines = [line for line in stdout.decode(errors="replace").splitlines() if line.strip()]
     try:
         return GpuInfo.from_json(json.loads(lines[-1]))
@@ -213,6 +218,11 @@ class DetectedGpu:
         self.start()
         assert self._task is not None
         return await asyncio.shield(self._task)
+
+    def close(self) -> None:
+        """Stop a detection still running (at shutdown); a probe process ends by itself."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def _detect(self) -> GpuInfo:
         info = await self._find()

@@ -3,11 +3,13 @@ say "no GPU" here), scripted probe answers through the same subprocess path, and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from hana_server.config import HanaSettings
 from hana_server.gpu.detect import (
@@ -130,3 +132,20 @@ def test_gpu_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert (settings.gpu, settings.gpu_overhead) == ("off", 1 << 30)
     monkeypatch.setenv("HANA_GPU", "nonsense")
     assert HanaSettings().gpu == "auto"
+
+
+async def test_close_stops_a_detection_still_running(cuda_lib_dir: Path) -> None:
+    # At shutdown nothing may be left pending ("Task was destroyed but it is pending").
+    slow = [sys.executable, "-c", "import time; time.sleep(30)"]
+    detector = DetectedGpu("auto", lib_dir=cuda_lib_dir, command=slow, timeout=60.0)
+    detector.start()
+    task = detector._task
+    assert task is not None
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    probes = [p for p in psutil.Process().children() if "time.sleep(30)" in " ".join(p.cmdline())]
+    assert len(probes) == 1
+    detector.close()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    probes[0].wait(timeout=10)  # the probe process is killed, not left to run
