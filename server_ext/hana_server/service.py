@@ -139,8 +139,7 @@ class HanaService:
             self._default_model_task.cancel()
         if self._gpu_task is not None and not self._gpu_task.done():
             self._gpu_task.cancel()
-        if isinstance(self.scheduler.gpu.provider, DetectedGpu):
-            self.scheduler.gpu.provider.close()  # the shielded detection itself
+        self.scheduler.gpu.provider.close()  # the shielded detection itself, and its probe
         await self.pulls.close()  # partial downloads stay for a resume after the restart
         await self.remote.close()
         await self.scheduler.close()

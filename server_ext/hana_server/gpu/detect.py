@@ -111,6 +111,9 @@ class GpuProvider(Protocol):
 
     async def info(self) -> GpuInfo: ...
 
+    def close(self) -> None:
+        """Stop a detection still running (at shutdown)."""
+
 
 @dataclass
 class FixedGpu:
@@ -120,6 +123,9 @@ class FixedGpu:
 
     async def info(self) -> GpuInfo:
         return self.fixed
+
+    def close(self) -> None:
+        pass  # nothing runs
 
 
 def llama_lib_dir() -> Path | None:
