@@ -40,7 +40,7 @@ from server_harness import HanaServerProcess  # noqa: E402
 from tiny_gguf import write_tiny_gguf  # noqa: E402
 
 
-def one_stream(url: str, model: str, tokens: int) -> dict[str, float]:
+def one_stream(client: httpx.Client, url: str, model: str, tokens: int) -> dict[str, float]:
     body = {
         "model": model,
         "prompt": "Write a long story about a lighthouse keeper.",
@@ -49,7 +49,7 @@ def one_stream(url: str, model: str, tokens: int) -> dict[str, float]:
     sent = time.perf_counter()
     first = last = 0.0
     final: dict[str, Any] = {}
-    with httpx.stream("POST", url + "/api/generate", json=body, timeout=600) as response:
+    with client.stream("POST", url + "/api/generate", json=body, timeout=600) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if not line:
@@ -82,19 +82,24 @@ def bench_model(
         json={"model": remote, "from": name, "remote_host": upstream.url, "stream": False},
     )
     created.raise_for_status()
+    # One keep-alive client per server, as a real client holds: a new client per request would
+    # add its own set-up (~20 ms, loading a CA bundle) and its noise to every TTFT.
+    clients = {url: httpx.Client() for url in (upstream.url, local.url)}
     for url, model in ((upstream.url, name), (local.url, remote)):  # load; warm the paths
-        one_stream(url, model, 8)
+        one_stream(clients[url], url, model, 8)
     runs: dict[str, list[dict[str, float]]] = {"direct": [], "hana": []}
     for i in range(rounds):
         order = ("direct", "hana") if i % 2 == 0 else ("hana", "direct")
         for kind in order:
             url, model = (upstream.url, name) if kind == "direct" else (local.url, remote)
-            result = one_stream(url, model, tokens)
+            result = one_stream(clients[url], url, model, tokens)
             runs[kind].append(result)
             print(
                 f"{name:>14} round {i + 1} {kind:>6}: ttft {result['ttft_ms']:7.1f} ms, "
                 f"{result['tokens_per_s']:7.1f} tok/s"
             )
+    for client in clients.values():
+        client.close()
     med = {
         kind: {
             "ttft_ms": statistics.median(r["ttft_ms"] for r in results),
@@ -120,7 +125,7 @@ def bench_model(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "remote.json")
     parser.add_argument("--no-gemma", action="store_true", help="skip the gemma3:270m rounds")
@@ -155,6 +160,8 @@ def main() -> None:
     report = {
         "what": "streaming /api/generate through a hana remote model vs the same upstream direct",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        # Both servers' runners write a stream at most this often (ms; runner --stream-interval).
+        "stream_interval_ms": os.environ.get("HANA_STREAM_INTERVAL", "10 (default)"),
         "results": results,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -36,10 +36,13 @@ from llama_cpp_build import ensure_built, source_version
 from report import CpuWatch, summary
 
 PARALLEL = 4
-# hana's runner sleeps OpenMP workers between decodes (runner/__main__.py); llama.cpp's tools get
-# the same policy, or on a shared box their spinning workers measure the load, not the engine
-# (llama-bench here: 30.8 +- 0.5 tok/s with PASSIVE, 20.5 +- 11.7 with libgomp's default).
-OMP_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+# How OpenMP threads wait decides a lot on few cores (docs/performance.md). Every engine runs as
+# it ships unless the environment sets these, and then all of them get the same: llama.cpp's
+# tools and the raw loop libgomp's default (spin ~300,000 turns, then sleep), hana's runners
+# PASSIVE with GOMP_SPINCOUNT=1000 (runner/priority.py).
+OMP_ENV = {
+    name: os.environ[name] for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if name in os.environ
+}
 ROUNDS = 3
 GOALS = {
     "hana_1_vs_llama_bench_tg": 0.95,
@@ -281,7 +284,8 @@ def run_versus(
         "hana_sampling": "temperature 0 (argmax), raw prompt, num_predict",
         "rounds": rounds,
         "threads": threads,
-        "omp_wait_policy_everywhere": OMP_ENV["OMP_WAIT_POLICY"],
+        "openmp_env": OMP_ENV
+        or "as shipped: llama.cpp and raw libgomp's default, hana PASSIVE + GOMP_SPINCOUNT=1000",
         "n_predict": n_predict,
         "order": "rotated by one measurement each round",
     }

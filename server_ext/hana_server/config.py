@@ -95,8 +95,13 @@ class HanaSettings(RoutingSettings, LoggingConfigurable):
         return env_int("HANA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH", fallback=4096)
 
     num_threads = Int(
-        0, help="Compute threads for all runners together; 0 = the cores this process may use."
+        help="Compute threads for all runners together ($HANA_NUM_THREADS); 0 = the cores this "
+        "process may use, minus the cores other programs keep busy (foreign_load.py)."
     ).tag(config=True)
+
+    @default("num_threads")
+    def _default_num_threads(self) -> int:
+        return max(0, env_int("HANA_NUM_THREADS", fallback=0))
 
     runner_niceness = Int(
         help="How far below the server's CPU priority runners compute (0-19; 0 = the same). "
@@ -107,6 +112,17 @@ class HanaSettings(RoutingSettings, LoggingConfigurable):
     @default("runner_niceness")
     def _default_runner_niceness(self) -> int:
         return min(max(env_int("HANA_RUNNER_NICENESS", fallback=10), 0), 19)
+
+    stream_interval = Int(
+        help="Milliseconds: a runner writes each answer stream at most this often (0-1000; "
+        "0 = every step). Tokens made faster than that leave together, so a fast model (a GPU, "
+        "a tiny model) costs the server and its clients one wake-up per batch, not per token; "
+        "slower streams are not delayed at all ($HANA_STREAM_INTERVAL, default 25)."
+    ).tag(config=True)
+
+    @default("stream_interval")
+    def _default_stream_interval(self) -> int:
+        return min(max(env_int("HANA_STREAM_INTERVAL", fallback=25), 0), 1000)
 
     thread_budget = Bool(
         help="Split the cores among busy runners so their compute threads never sum above the "

@@ -37,6 +37,7 @@ from hana_protocol.errors import (
     ServerBusy,
 )
 from hana_server.events import EventBus
+from hana_server.foreign_load import ForeignLoad, LoadWatch
 from hana_server.gpu.budget import GpuBudget
 from hana_server.gpu.detect import GpuProvider
 from hana_server.gpu.placement import GPU_CONTEXT_BYTES, Placement, place
@@ -183,6 +184,7 @@ class Scheduler:
         thread_budget: bool = True,
         gpu: GpuProvider | None = None,
         gpu_overhead: int = 0,
+        foreign_load: ForeignLoad | None = None,
     ) -> None:
         self.launcher = launcher
         self.default_keep_alive = default_keep_alive
@@ -195,6 +197,17 @@ class Scheduler:
         self.memory = memory
         self.cpus = num_threads or granted_cpus()
         self.thread_budget = thread_budget
+        # Cores other programs keep busy are left to them (foreign_load.py); None: count all.
+        self.load_watch = (
+            LoadWatch(
+                foreign_load,
+                busy=lambda: bool(self._serving_on_cpu()),
+                pids=self._runner_pids,
+                on_change=self._rebalance_threads,
+            )
+            if foreign_load is not None
+            else None
+        )
         self.gpu = GpuBudget(gpu, gpu_overhead)
         self.events = EventBus()
         self._runners: list[LoadedRunner] = []
@@ -614,15 +627,28 @@ class Scheduler:
     def _threads_for(self, sharing: int) -> int:
         if not self.thread_budget:
             return self.cpus  # every runner takes all cores (to measure what the budget saves)
-        return max(1, self.cpus // max(1, sharing))
+        reserved = self.load_watch.load.reserved if self.load_watch is not None else 0
+        return max(1, (self.cpus - reserved) // max(1, sharing))
 
-    def _rebalance_threads(self) -> None:
-        """Split the granted cores among serving runners: oversubscription costs 2-3x on 2 cores."""
-        serving = [
+    def _serving_on_cpu(self) -> list[LoadedRunner]:
+        return [
             r
             for r in self._runners
             if r.on_cpu and r.active_requests > 0 and r.phase != "unloading"
         ]
+
+    def _runner_pids(self) -> list[int]:
+        return [
+            pid
+            for r in self._runners
+            if r.launched is not None and (pid := r.launched.pid) is not None
+        ]
+
+    def _rebalance_threads(self) -> None:
+        """Split the granted cores among serving runners: oversubscription costs 2-3x on 2 cores."""
+        serving = self._serving_on_cpu()
+        if serving and self.load_watch is not None and not self._closed:
+            self.load_watch.start()
         share = self._threads_for(len(serving))
         for runner in serving:
             if runner.threads != share and runner.launched is not None:
@@ -715,6 +741,8 @@ class Scheduler:
             if isinstance(result, BaseException):
                 log.error("stopping %s failed: %r", runner.model.name.display, result)
         self._runners.clear()
+        if self.load_watch is not None:
+            await self.load_watch.close()
         self.events.close()
 
     def subscribe(self) -> AsyncIterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.modelfile import NO_SOURCE, Modelfile, plan_create
 from hana_server.config import HanaSettings
+from hana_server.foreign_load import ForeignLoad
 from hana_server.gpu.detect import DetectedGpu, GpuProvider
 from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
@@ -49,7 +50,10 @@ class HanaService:
         self.settings = settings
         self.store = ModelStore(Path(settings.models_dir).expanduser())
         self.scheduler = Scheduler(
-            launcher=launcher or ProcessLauncher(niceness=settings.runner_niceness),
+            launcher=launcher
+            or ProcessLauncher(
+                niceness=settings.runner_niceness, stream_interval=settings.stream_interval
+            ),
             default_keep_alive=settings.default_keep_alive_seconds,
             max_loaded_models=settings.max_loaded_models,
             num_parallel=settings.num_parallel,
@@ -62,6 +66,8 @@ class HanaService:
             thread_budget=settings.thread_budget,
             gpu=gpu or DetectedGpu(settings.gpu),
             gpu_overhead=settings.gpu_overhead,
+            # A thread count that is set is kept; the automatic one leaves busy cores alone.
+            foreign_load=ForeignLoad() if settings.num_threads == 0 else None,
         )
         self.metrics = HanaMetrics(self.scheduler)
         self.generation = RoutingGeneration(

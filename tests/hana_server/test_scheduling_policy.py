@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hana_server.foreign_load import ForeignLoad
 from hana_server.memory import MemoryBudget, estimate_runner_bytes
 from hana_server.scheduler import Lease, Scheduler
 from hana_server.snapshots import RunnerSnapshot
@@ -352,6 +353,35 @@ async def test_without_a_thread_budget_every_runner_takes_all_cores(
     assert all(r.thread_history == [4] for r in launcher.live())
     a.release()
     b.release()
+
+
+class BusyElsewhere(ForeignLoad):
+    """Other programs keep `cores` busy from the first sample on (the reading itself is
+    tested with real processes in test_foreign_load.py)."""
+
+    def __init__(self, cores: int) -> None:
+        super().__init__()
+        self.cores = cores
+        self.samples = 0
+
+    def update(self, hana_pids: Any, now: float) -> None:
+        self.samples += 1
+        self.changed = self.reserved != self.cores
+        self.reserved = self.cores
+
+
+async def test_cores_busy_elsewhere_are_left_out_of_the_split(start: Any, models: Any) -> None:
+    load = BusyElsewhere(cores=1)
+    scheduler, launcher = start(num_threads=4, foreign_load=load)
+    a = await scheduler.acquire(models["a"], {}, None)
+    await until(lambda: runner_of(launcher, models["a"]).threads == 3)
+    b = await scheduler.acquire(models["b"], {}, None)
+    await until(lambda: [s.threads for s in scheduler.ps()] == [1, 1])  # 3 cores // 2
+    b.release()
+    a.release()
+    samples = load.samples
+    await asyncio.sleep(1.5)  # nobody computes: the watch has stopped sampling
+    assert load.samples <= samples + 1
 
 
 # --------------------------------------------------------------------------- head of line

@@ -24,6 +24,7 @@ from tornado.iostream import StreamClosedError
 
 from hana_protocol.errors import HanaError, InvalidRequest, RequestCanceled
 from hana_protocol.jsonbody import loads_object
+from hana_server.api.flushing import BatchedFlush
 
 if TYPE_CHECKING:
     from hana_server.service import HanaService
@@ -211,16 +212,27 @@ class HanaHandlerMixin(web.RequestHandler):
         super().on_finish()
 
     async def stream_ndjson(self, chunks: AsyncIterator[dict[str, Any]]) -> None:
-        """Write one JSON object per line, flushed per chunk."""
+        """Write one JSON object per line; chunks ready together leave in one flush."""
         self.set_header("Content-Type", "application/x-ndjson")
-        # aclosing: a disconnect lands in flush(), outside the generator; closing it at once
-        # releases the runner slot instead of waiting for garbage collection.
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                self.write(json.dumps(chunk) + "\n")
-                await self.flush()
-                self._streaming = True
+        await self.stream_lines(chunks, lambda chunk: json.dumps(chunk) + "\n")
         self.finish()
+
+    async def stream_lines(
+        self, items: AsyncIterator[dict[str, Any]], encode: Callable[[dict[str, Any]], str]
+    ) -> None:
+        """Write `encode(item)` for each item, flushed once per turn of the event loop
+        (flushing.BatchedFlush); from the first item on, the answer is a stream (see fail)."""
+        flush = BatchedFlush(self)
+        # aclosing: a disconnect lands in a flush, outside the generator; closing it at once
+        # releases the runner slot instead of waiting for garbage collection.
+        try:
+            async with contextlib.aclosing(items):
+                async for item in items:
+                    self.write(encode(item))
+                    self._streaming = True
+                    await flush.wrote()
+        finally:
+            flush.cancel()  # finish() or fail() writes what is left
 
 
 class NotFoundHandler(HanaHandlerMixin):

@@ -51,11 +51,7 @@ class OpenAIHandlerMixin(HanaHandlerMixin):
     async def stream_sse(self, events: AsyncIterator[dict[str, Any]]) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
-        async with contextlib.aclosing(events):  # see HanaHandlerMixin.stream_ndjson
-            async for event in events:
-                self.write(f"data: {json.dumps(event)}\n\n")
-                await self.flush()
-                self._streaming = True
+        await self.stream_lines(events, lambda event: f"data: {json.dumps(event)}\n\n")
         self.write("data: [DONE]\n\n")
         self.finish()
 

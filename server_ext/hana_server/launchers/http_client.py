@@ -15,7 +15,12 @@ from typing import Any
 import httpx
 
 from hana_protocol.errors import InvalidRequest, RunnerFailed
+from hana_protocol.lines import LineBuffer, LineTooLong
 from hana_server.runner.settings import SECRET_HEADER  # light: argparse only, no llama_cpp
+
+# A runner message is a token's text with its logprobs, or a final message with a context of at
+# most num_ctx tokens; a runner that sends more than this on one line is broken.
+MAX_LINE = 64 << 20
 
 
 class RunnerClient:
@@ -49,19 +54,28 @@ class RunnerClient:
                 if response.status_code != 200:
                     await response.aread()
                     raise _error_for(response)
-                async for line in response.aiter_lines():
-                    if not line:
-                        continue
-                    message = json.loads(line)
-                    if "error" in message:
-                        raise RunnerFailed(f"runner error: {message['error']}")
-                    # Lines already buffered are read without a trip through the event loop, so
-                    # a fast runner would keep this task running for a whole answer: give the
-                    # other requests their turn at every message.
+                buffer = LineBuffer(MAX_LINE)
+                # One runner write (a step's messages, or several steps' with --stream-interval)
+                # arrives as one raw chunk: its messages are handled in one go, so the client
+                # gets them in one flush (api/flushing.py).
+                async for data in response.aiter_raw():
+                    try:
+                        lines = buffer.feed(data)
+                    except LineTooLong as error:
+                        raise RunnerFailed(f"the runner sent {error}") from None
+                    for line in lines:
+                        if not line:
+                            continue
+                        message = json.loads(line)
+                        if "error" in message:
+                            raise RunnerFailed(f"runner error: {message['error']}")
+                        yield message
+                        if message.get("done"):
+                            return
+                    # Chunks already buffered are read without a trip through the event loop,
+                    # so a fast runner would keep this task running for a whole answer: give
+                    # the other requests their turn (and the client its flush) between chunks.
                     await asyncio.sleep(0)
-                    yield message
-                    if message.get("done"):
-                        return
         except httpx.TransportError as error:
             raise RunnerFailed(f"lost the connection to the runner: {error!r}") from error
         raise RunnerFailed("the runner ended the stream without a final message")

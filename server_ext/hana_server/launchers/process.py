@@ -90,6 +90,7 @@ class RunnerProcess:
         swa_full: bool = False,
         batch_size: int = 512,
         niceness: int = 0,
+        stream_interval: int = 0,
         gpu_layers: int = 0,
         main_gpu: int = 0,
         log: logging.Logger | None = None,
@@ -122,6 +123,8 @@ class RunnerProcess:
             str(os.getpid()),
             "--niceness",
             str(niceness),
+            "--stream-interval",
+            str(stream_interval),
         ]
         if embedding:
             command.append("--embedding")
@@ -305,9 +308,13 @@ async def _drain(stream: asyncio.StreamReader | None) -> None:
 class ProcessLauncher:
     """The real `RunnerLauncher`: each runner is a `python -m hana_server.runner` process."""
 
-    def __init__(self, *, niceness: int = 0, log: logging.Logger | None = None) -> None:
-        """`niceness`: how far below the server's CPU priority runners compute."""
+    def __init__(
+        self, *, niceness: int = 0, stream_interval: int = 0, log: logging.Logger | None = None
+    ) -> None:
+        """`niceness`: how far below the server's CPU priority runners compute;
+        `stream_interval`: milliseconds between two writes of one answer stream (at most)."""
         self.niceness = niceness
+        self.stream_interval = stream_interval
         self.log = log
 
     async def launch(self, spec: RunnerSpec, *, threads: int) -> RunnerProcess:
@@ -319,6 +326,7 @@ class ProcessLauncher:
             embedding=spec.embedding,
             swa_full=spec.swa_full,
             niceness=self.niceness,
+            stream_interval=self.stream_interval,
             gpu_layers=spec.gpu_layers,
             main_gpu=spec.main_gpu,
             log=self.log,

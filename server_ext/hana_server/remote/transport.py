@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from hana_protocol.errors import HanaError
+from hana_protocol.lines import LineBuffer, LineTooLong
 from hana_server.remote.spec import RemoteSpec
 
 log = logging.getLogger("hana.remote")
@@ -144,22 +145,23 @@ class Exchange:
 
     async def lines(self) -> AsyncIterator[bytes]:
         """The answer line by line (NDJSON lines, SSE fields), each at most `max_line` bytes."""
-        buffer = bytearray()
+        buffer = LineBuffer(self.limits.max_line)
         async for chunk in self._chunks():
-            buffer += chunk
-            start = 0
-            while (end := buffer.find(b"\n", start)) >= 0:
-                yield bytes(buffer[start:end]).rstrip(b"\r")
-                start = end + 1
-            del buffer[:start]
-            if len(buffer) > self.limits.max_line:
+            try:
+                lines = buffer.feed(chunk)
+            except LineTooLong:
                 raise HanaError(
                     f"remote host {self.spec.host} sent a line longer than "
                     f"{self.limits.max_line} bytes",
                     status=502,
-                )
-        if buffer.strip():
-            yield bytes(buffer)
+                ) from None
+            for line in lines:
+                yield line.removesuffix(b"\r")
+            # The lines of one read go to the client in one flush (api/flushing.py); between
+            # reads, the other requests get their turn even while the upstream is ahead.
+            await asyncio.sleep(0)
+        if (rest := buffer.rest()).strip():
+            yield rest
 
     async def json(self) -> Any:
         """The whole answer as JSON (non-streaming requests)."""

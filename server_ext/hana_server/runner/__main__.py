@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from tornado.netutil import bind_sockets
 
-from hana_server.runner.priority import lower_priority
+from hana_server.runner.priority import lower_priority, set_openmp_waiting
 from hana_server.runner.settings import SECRET_ENV, RunnerSettings, parse_args
 from hana_server.runner.watchdog import install_parent_watchdog
 
@@ -62,11 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not secret:
         log.error("%s is not set; refusing to serve without a secret", SECRET_ENV)
         sys.exit(2)
-    # Before llama_cpp (and with it libgomp) is loaded. OpenMP workers otherwise spin after every
-    # decode; on 2 shared cores they then steal the CPU that this runner's HTTP thread, the server
-    # and other runners need (measured here: 2 threads fell from ~11 to 2-9 tok/s under load; with
-    # PASSIVE they keep ~11). Costs a few percent on an idle machine; set OMP_WAIT_POLICY to choose.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_openmp_waiting(os.environ)  # before llama_cpp, and with it libgomp, is loaded
     lower_priority(settings.niceness)  # before any thread exists: threads inherit it
     install_parent_watchdog(settings.parent_pid)
     sockets = bind_sockets(0, "127.0.0.1")

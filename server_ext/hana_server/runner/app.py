@@ -125,17 +125,33 @@ class CompletionHandler(RunnerHandler):
         except HanaError as error:
             raise self.fail(error) from error
         engine = serving.engine
-        self._cancel = lambda: engine.cancel(completion)
+
+        def cancel() -> None:
+            engine.cancel(completion)
+            # A dropped sequence posts nothing more: end the loop below, or it waits forever.
+            channel.push({"done": True, "done_reason": "cancelled"})
+
+        self._cancel = cancel
         self.set_header("Content-Type", "application/x-ndjson")
         engine.submit(completion)
+        loop = asyncio.get_running_loop()
+        interval = self.lifecycle.settings.stream_interval
         try:
             finished = False
+            written = float("-inf")  # the first token goes out at once
             while not finished:
+                # A stream faster than the interval is written once per interval, with every
+                # message made meanwhile: one write here, one read and one flush in the server
+                # and one wake-up of its client for a batch of tokens, instead of each per token.
+                # A slower stream (each token later than the interval) waits for nothing.
+                if (wait := written + interval - loop.time()) > 0:
+                    await asyncio.sleep(wait)
                 messages = await channel.take()
                 for message in messages:
                     self.write(json.dumps(message).encode() + b"\n")
                     finished = finished or "done" in message or "error" in message
                 await self.flush()
+                written = loop.time()
             self.finish()
         except StreamClosedError:
             pass

@@ -24,6 +24,7 @@ class RunnerSettings:
     niceness: int = 0
     gpu_layers: int = 0  # llama.cpp's n_gpu_layers (the scheduler's placement)
     main_gpu: int = 0
+    stream_interval: float = 0.0  # seconds: a stream is written at most this often
 
 
 def _positive(text: str) -> int:
@@ -58,6 +59,13 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         "--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (last ones first)"
     )
     parser.add_argument("--main-gpu", type=int, default=0, help="the GPU those layers go to")
+    parser.add_argument(
+        "--stream-interval",
+        type=float,
+        default=0.0,
+        help="milliseconds: a completion stream is written at most this often; tokens made "
+        "faster go out together (0 = one write per step)",
+    )
     args = parser.parse_args(argv)
     return RunnerSettings(
         model=args.model,
@@ -71,4 +79,5 @@ def parse_args(argv: Sequence[str] | None = None) -> RunnerSettings:
         niceness=min(max(args.niceness, 0), 19),
         gpu_layers=max(0, args.gpu_layers),
         main_gpu=max(0, args.main_gpu),
+        stream_interval=min(max(args.stream_interval, 0.0), 1000.0) / 1000,
     )
