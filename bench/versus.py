@@ -39,7 +39,7 @@ PARALLEL = 4
 # How OpenMP threads wait decides a lot on few cores (docs/performance.md). Every engine runs as
 # it ships unless the environment sets these, and then all of them get the same: llama.cpp's
 # tools and the raw loop libgomp's default (spin ~300,000 turns, then sleep), hana's runners
-# PASSIVE with GOMP_SPINCOUNT=1000 (runner/priority.py).
+# PASSIVE with GOMP_SPINCOUNT=100000 (runner/priority.py).
 OMP_ENV = {
     name: os.environ[name] for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if name in os.environ
 }
@@ -285,7 +285,7 @@ def run_versus(
         "rounds": rounds,
         "threads": threads,
         "openmp_env": OMP_ENV
-        or "as shipped: llama.cpp and raw libgomp's default, hana PASSIVE + GOMP_SPINCOUNT=1000",
+        or "as shipped: llama.cpp and raw libgomp's default, hana PASSIVE + GOMP_SPINCOUNT=100000",
         "n_predict": n_predict,
         "order": "rotated by one measurement each round",
     }

@@ -3,10 +3,11 @@ compute on the rest.
 
 llama.cpp's compute threads meet at a barrier after every operation of the graph (hundreds per
 token). A thread that shares its core with someone else's work (a notebook kernel crunching
-numbers, a build) arrives late at each of them and its partners wait: on 2 cores with one core
-busy elsewhere, gemma3:270m decoded 27.8 tok/s with 2 threads; the same runner with 1 thread is
-as fast as with a free machine's 2 threads at PASSIVE (docs/performance.md). The scheduler
-therefore gives runners `cores - reserved` threads, where `reserved` follows this estimate.
+numbers, a build) arrives late at each of them and its partners wait, spinning (runner/
+priority.py): on 2 cores with one core kept busy by another program, gemma3:270m decoded under
+1 tok/s with 2 spinning threads, 44 with 2 sleeping ones and 48.3 with 1 thread (the same
+runner on the quiet machine: ~70 with 2). The scheduler therefore gives runners
+`cores - reserved` threads, where `reserved` follows this estimate (docs/performance.md).
 
 Estimate: over each interval, the busy time of the CPUs this process may run on (/proc/stat via
 psutil) minus the CPU time of this server and its runners, in cores, smoothed; `reserved` moves
@@ -32,7 +33,7 @@ HYSTERESIS = 0.6  # cores the estimate must be away from `reserved` before it mo
 
 
 class ForeignLoad:
-    """Call `update(hana_pids)` every second or so; read `reserved` (whole cores to leave)."""
+    """Call `update(hana_pids)` every half second or so; read `reserved` (cores to leave)."""
 
     def __init__(self, cpus: Iterable[int] | None = None) -> None:
         if cpus is None:
@@ -102,7 +103,7 @@ class LoadWatch:
         busy: Callable[[], bool],
         pids: Callable[[], list[int]],
         on_change: Callable[[], None],
-        interval: float = 1.0,
+        interval: float = 0.5,
     ) -> None:
         self.load = load
         self._busy, self._pids, self._on_change = busy, pids, on_change

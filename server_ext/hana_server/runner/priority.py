@@ -35,23 +35,25 @@ def lower_priority(niceness: int) -> None:
 
 # libgomp's own default spins ~300,000 times (nominally 3 ms) before sleeping; PASSIVE alone
 # sleeps at once. See set_openmp_waiting.
-SPIN_COUNT = "1000"
+SPIN_COUNT = "100000"
 
 
 def set_openmp_waiting(environ: MutableMapping[str, str]) -> None:
     """How OpenMP threads wait, unless the environment chooses (OMP_WAIT_POLICY or
-    GOMP_SPINCOUNT): PASSIVE, with a short spin first.
+    GOMP_SPINCOUNT): PASSIVE, after spinning up to 100,000 turns (libgomp: ~1 ms).
 
     With llama.cpp built with OpenMP, its compute threads meet at an OpenMP barrier after every
     operation of the graph, hundreds per token. PASSIVE alone puts a waiting thread to sleep at
     each of them and wakes it with a futex: on a quiet 2-core VM gemma3:270m then decoded 35-42
-    tok/s, against 62-74 with a short spin (1,000 turns, ~10 us) that catches a partner arriving
-    a moment later. Long spins (ACTIVE, libgomp's default) are worse when cores are shared: the
-    spinner keeps the core its late partner needs (2 threads on 2 cores with one core busy
-    elsewhere: 44 tok/s PASSIVE, 27.8 spinning 1,000 turns, 10.8 at 5,000); the scheduler
-    gives such runners fewer threads instead (foreign_load.py). Measured: docs/performance.md.
+    tok/s, against 62-79 spinning first. 1,000 turns were enough for one stream but not for a
+    4-way step (hana/llama-server 0.97 at 1,000, 0.98 at 20,000, 1.04 at 100,000). Spinning is
+    a disaster only when a thread shares its core with someone else's work (2 threads on 2
+    cores, one busy elsewhere: 27.8 tok/s at 1,000 turns, 10.8 at 5,000, <1 at 100,000, 44 at
+    PASSIVE); the scheduler gives such runners fewer threads instead (foreign_load.py: 48.3
+    tok/s there with 1 thread). An idle runner's threads still sleep, after ~1 ms. Measured:
+    docs/performance.md.
     """
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"  # an idle runner's threads sleep
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
     environ["GOMP_SPINCOUNT"] = SPIN_COUNT
