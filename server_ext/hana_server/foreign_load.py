@@ -26,10 +26,19 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
+from hana_server.launchers.cpu import affinity_cpus, granted_cpus
+
 log = logging.getLogger("hana.scheduler")
 
 SMOOTHING = 0.5  # weight of the newest sample
 HYSTERESIS = 0.6  # cores the estimate must be away from `reserved` before it moves
+
+
+def measurable() -> bool:
+    """Whether the CPUs we may run on are ours to count: not when a cgroup quota narrower than
+    the affinity mask is what limits us (a container on a big host sees the host's CPUs, busy
+    with other tenants' work that the quota already keeps apart)."""
+    return granted_cpus() == affinity_cpus()
 
 
 class ForeignLoad:

@@ -11,7 +11,7 @@ from typing import Any
 from hana_protocol.errors import InvalidRequest
 from hana_protocol.modelfile import NO_SOURCE, Modelfile, plan_create
 from hana_server.config import HanaSettings
-from hana_server.foreign_load import ForeignLoad
+from hana_server.foreign_load import ForeignLoad, measurable
 from hana_server.gpu.detect import DetectedGpu, GpuProvider
 from hana_server.launchers import ProcessLauncher, RunnerLauncher
 from hana_server.memory import MemoryBudget
@@ -67,7 +67,7 @@ class HanaService:
             gpu=gpu or DetectedGpu(settings.gpu),
             gpu_overhead=settings.gpu_overhead,
             # A thread count that is set is kept; the automatic one leaves busy cores alone.
-            foreign_load=ForeignLoad() if settings.num_threads == 0 else None,
+            foreign_load=ForeignLoad() if settings.num_threads == 0 and measurable() else None,
         )
         self.metrics = HanaMetrics(self.scheduler)
         self.generation = RoutingGeneration(

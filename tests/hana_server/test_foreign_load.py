@@ -40,10 +40,16 @@ def test_a_core_kept_busy_by_another_program_is_left_to_it(
 
 
 def test_hana_s_own_processes_are_not_foreign(busy_process: subprocess.Popen[bytes]) -> None:
-    """The same busy process, as if it were a runner: nothing is reserved for it."""
-    load = ForeignLoad()
-    sample(load, [busy_process.pid])
-    assert load.reserved == 0, load.estimate
+    """The same busy process counted as one of hana's, sampled at the same moments as a load
+    that does not: it counts a core less (whatever else the machine is doing meanwhile)."""
+    as_hana, as_other = ForeignLoad(), ForeignLoad()
+    start = time.monotonic()
+    while time.monotonic() - start < 3.0:
+        now = time.monotonic()
+        as_hana.update([busy_process.pid], now)
+        as_other.update([], now)
+        time.sleep(0.5)
+    assert 0.6 < as_other.estimate - as_hana.estimate < 1.4, (as_other.estimate, as_hana.estimate)
 
 
 class ScriptedBusy(ForeignLoad):
@@ -79,3 +85,17 @@ def test_reserved_cores_do_not_flap_around_a_boundary() -> None:
         changes.append(load.changed)
     assert load.reserved == 1
     assert sum(changes) == 1
+
+
+def test_a_quota_narrower_than_the_cpus_we_see_turns_counting_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a container on a big host the visible CPUs carry other tenants' work: not ours."""
+    import hana_server.foreign_load as foreign_load
+
+    assert foreign_load.measurable() is (
+        foreign_load.granted_cpus() == foreign_load.affinity_cpus()
+    )
+    monkeypatch.setattr(foreign_load, "affinity_cpus", lambda: 64)
+    monkeypatch.setattr(foreign_load, "granted_cpus", lambda: 2)
+    assert foreign_load.measurable() is False

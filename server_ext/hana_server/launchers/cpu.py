@@ -18,7 +18,7 @@ def granted_cpus(
     *, proc_self_cgroup: Path = PROC_SELF_CGROUP, cgroup_root: Path = CGROUP_ROOT
 ) -> int:
     """CPUs granted to this process, at least 1 (quotas are rounded up: 1.5 CPUs -> 2)."""
-    limits = [_affinity_cpus()]
+    limits = [affinity_cpus()]
     memberships = _read_memberships(proc_self_cgroup)
     for limit in (
         _cgroup_v2_limit(memberships, cgroup_root),
@@ -29,7 +29,8 @@ def granted_cpus(
     return max(1, min(limits))
 
 
-def _affinity_cpus() -> int:
+def affinity_cpus() -> int:
+    """CPUs in this process's affinity mask."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
