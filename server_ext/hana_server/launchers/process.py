@@ -29,6 +29,7 @@ from hana_server.runner.settings import SECRET_ENV
 PORT_LINE_TIMEOUT = 30.0
 LOG_TAIL_LINES = 50
 HEALTH_POLL_SECONDS = 0.15
+EXIT_AFTER_ERROR_SECONDS = 2.0  # how long a runner reporting a load error gets to exit
 
 default_log = logging.getLogger("hana_server.launchers")
 
@@ -195,7 +196,13 @@ class RunnerProcess:
                         on_progress(1.0)
                     return health
                 if status == "error":
+                    # A runner whose load failed exits at once: its exit code and last log lines
+                    # say more than the health answer, when they come within a moment.
+                    await asyncio.wait([self.exited], timeout=EXIT_AFTER_ERROR_SECONDS)
+                    exited = self.exited.done()
                     await self.terminate()
+                    if exited:
+                        raise RunnerFailed(self._exit_message("exited while loading the model"))
                     raise RunnerFailed(str(health.get("error") or self._exit_message("failed")))
                 progress = float(health.get("progress") or 0.0)  # type: ignore[arg-type]
                 if progress != last_progress:
