@@ -237,7 +237,7 @@ async def test_tokenize_detokenize_threads(start_runner: StartRunner, tiny_gguf_
     # SentencePiece vocabularies mark the start of the text with a space, which comes back.
     assert await runner.client.detokenize(tokens[1:]) == " héllo"
     assert await runner.client.set_threads(2) == 2
-    assert (await runner.client.health())["threads"] == 2
+    await wait_for_health(runner.client, "threads", 2)  # the engine thread applies it
     _, final = await complete(runner.client, "after", **GREEDY, num_predict=4)
     assert final["eval_count"] == 4
     with pytest.raises(InvalidRequest):
