@@ -103,7 +103,6 @@ def profile(
     from hana_server.runner import engine as engine_module
     from hana_server.runner.sampling import SamplingOptions, build_sampler_chain
     from hana_server.runner.sequences import CompletionSequence
-    from hana_server.runner.serving import _warm_up
     from hana_server.runner.settings import RunnerSettings
 
     timers = TIMERS
@@ -113,7 +112,9 @@ def profile(
     settings = RunnerSettings(model=gguf, ctx_size=ctx_size, parallel=slots, threads=threads)
     model = engine_module.LoadedModel.load(gguf, on_progress=lambda _v: None, should_abort=bool)
     ctx = model.new_context(settings)
-    _warm_up(model, ctx)
+    # No `_warm_up` here: run_round's warm-up decodes on the engine thread. A decode on this
+    # thread would start a second OpenMP team, and libgomp throttles spinning (to ~1,000 turns)
+    # while it manages more threads than there are CPUs: decodes then ran ~2x slower.
 
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -127,6 +128,7 @@ def profile(
         threads=threads,
         swa_full=False,
         on_crash=lambda message: print(message, file=sys.stderr),
+        stream_interval=float(os.environ.get("PROFILE_INTERVAL", "0")),
     )
     clock = time.perf_counter_ns
     original_step, original_sample = engine._step, engine._sample
@@ -149,10 +151,10 @@ def profile(
         sampler_ns.append(spent)
         timers.add("text", total - spent)
 
-    def flush() -> None:
+    def flush(*, force: bool = False) -> None:
         start = clock()
         flushed_at[0] = start
-        original_flush()
+        original_flush(force=force)
         timers.add("handoff", clock() - start)
 
     engine._step, engine._sample, engine._flush_outbox = step, sample, flush  # type: ignore[method-assign]

@@ -117,12 +117,12 @@ class HanaSettings(RoutingSettings, LoggingConfigurable):
         help="Milliseconds: a runner writes each answer stream at most this often (0-1000; "
         "0 = every step). Tokens made faster than that leave together, so a fast model (a GPU, "
         "a tiny model) costs the server and its clients one wake-up per batch, not per token; "
-        "slower streams are not delayed at all ($HANA_STREAM_INTERVAL, default 25)."
+        "slower streams are not delayed at all ($HANA_STREAM_INTERVAL, default 50)."
     ).tag(config=True)
 
     @default("stream_interval")
     def _default_stream_interval(self) -> int:
-        return min(max(env_int("HANA_STREAM_INTERVAL", fallback=25), 0), 1000)
+        return min(max(env_int("HANA_STREAM_INTERVAL", fallback=50), 0), 1000)
 
     thread_budget = Bool(
         help="Split the cores among busy runners so their compute threads never sum above the "

@@ -3,8 +3,8 @@
 Each step packs one token for every generating sequence plus prompt chunks of sequences still
 reading their prompt (token budget n_batch, round-robin start so no prompt starves) into ONE batch,
 calls `llama_decode` once, then samples every sequence that has an output row with its own sampler
-chain. HTTP threads only enqueue requests and receive messages; messages of a step are handed to
-the tornado loop in a single `call_soon_threadsafe`.
+chain. HTTP threads only enqueue requests and receive messages; messages are handed to the tornado
+loop in a single `call_soon_threadsafe`, at most once per stream interval (see `_flush_outbox`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ UNLIMITED_PREDICT_FACTOR = 10
 
 class EngineThread(abc.ABC):
     """A thread that alone touches one llama context. Commands arrive through an inbox; messages
-    for HTTP handlers leave through an outbox flushed to the event loop once per step."""
+    for HTTP handlers leave through an outbox flushed to the event loop after a step, at most
+    once per `handoff_interval` seconds unless a message is urgent or the engine goes idle."""
 
     def __init__(
         self,
@@ -46,8 +47,12 @@ class EngineThread(abc.ABC):
         threads: int,
         name: str,
         on_crash: Callable[[str], None],
+        handoff_interval: float = 0.0,
     ) -> None:
         self.ctx = ctx
+        self.handoff_interval = handoff_interval
+        self._last_handoff = float("-inf")
+        self._urgent = False  # the outbox holds a message that must not wait for the interval
         self._on_crash = on_crash
         self.threads = threads
         self._loop = loop
@@ -60,9 +65,24 @@ class EngineThread(abc.ABC):
         self._handoff_lock = threading.Lock()
         self._handoff_scheduled = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._prepare: Callable[[], None] | None = None
+        self._prepared = threading.Event()
+        self._prepare_error: BaseException | None = None
 
-    def start(self) -> None:
+    def start(self, prepare: Callable[[], None] | None = None) -> None:
+        """Start the thread. `prepare` (a warm-up decode) runs on it first; this returns once it
+        has, raising what it raised.
+
+        Every decode of the context happens on this one thread. libgomp keeps a team of worker
+        threads per thread that starts parallel work, and spins at its barriers only ~1,000 turns
+        instead of GOMP_SPINCOUNT while it manages more threads than there are CPUs: a warm-up
+        decode on the loader thread measured later decodes ~2x slower while that team lived."""
+        self._prepare = prepare
         self._thread.start()
+        self._prepared.wait()
+        if self._prepare_error is not None:
+            self._thread.join()
+            raise self._prepare_error
 
     def stop(self, timeout: float) -> bool:
         """Ask the thread to end after its current step; True when it has ended."""
@@ -88,14 +108,26 @@ class EngineThread(abc.ABC):
             self.threads = wanted
             log.info("compute threads set to %d", wanted)
 
-    def _post(self, sink: Sink, message: dict[str, Any]) -> None:
+    def _post(self, sink: Sink, message: dict[str, Any], *, urgent: bool = False) -> None:
         self._outbox.append((sink, message))
+        self._urgent = self._urgent or urgent
 
-    def _flush_outbox(self) -> None:
-        """Hand this step's messages to the event loop. While an earlier hand-off still waits to
-        run, the messages join it: a busy loop is woken once, not once per step."""
+    def _flush_outbox(self, *, force: bool = False) -> None:
+        """Hand the outbox to the event loop: when forced (the engine goes idle or is failing),
+        when a message is urgent, or when the interval since the last hand-off has passed.
+
+        Waking the loop costs a context switch onto a core a compute thread is using, and on a
+        machine with no spare core that stalls the decode (its threads meet at a barrier after
+        every graph operation). Handing a fast stream over once per interval, instead of once per
+        step, is the same batching the HTTP writes do, moved before the wake-up. While an earlier
+        hand-off still waits to run, the messages join it: a busy loop is woken once."""
         if not self._outbox:
             return
+        now = time.perf_counter()
+        if not (force or self._urgent or now - self._last_handoff >= self.handoff_interval):
+            return
+        self._last_handoff = now
+        self._urgent = False
         with self._handoff_lock:
             self._handoff.extend(self._outbox)
             wake_loop = not self._handoff_scheduled
@@ -120,11 +152,19 @@ class EngineThread(abc.ABC):
 
     def _main(self) -> None:
         try:
+            if self._prepare is not None:
+                self._prepare()
+        except BaseException as error:
+            self._prepare_error = error
+            return
+        finally:
+            self._prepared.set()
+        try:
             self._run()
         except BaseException as error:
             log.exception("engine thread failed")
             self._fail_all("runner engine failed; see the runner log")
-            self._flush_outbox()
+            self._flush_outbox(force=True)
             # Without its engine the runner can only hang requests: let it exit, the server sees
             # a crashed runner and loads the model again for the next request.
             self._on_crash(f"engine thread failed: {error!r}")
@@ -135,8 +175,9 @@ class EngineThread(abc.ABC):
                 self._accept(self._inbox.popleft())
             self._apply_threads()
             more_work = self._work()
-            self._flush_outbox()
-            if not more_work and not self._inbox:
+            idle = not more_work and not self._inbox
+            self._flush_outbox(force=idle or self._stopping)
+            if idle:
                 self._idle_wait()
 
     @abc.abstractmethod
@@ -170,8 +211,9 @@ class CompletionEngine(EngineThread):
         threads: int,
         swa_full: bool,
         on_crash: Callable[[str], None],
+        stream_interval: float = 0.0,
     ) -> None:
-        super().__init__(ctx, loop, threads, "hana-engine", on_crash)
+        super().__init__(ctx, loop, threads, "hana-engine", on_crash, stream_interval)
         self.model = model
         self.n_ctx_seq = n_ctx_seq
         self.max_tokens = UNLIMITED_PREDICT_FACTOR * n_ctx_seq
@@ -341,7 +383,9 @@ class CompletionEngine(EngineThread):
         text, stopped = completion.take_piece(piece)
         message = completion.message(text)
         if message is not None:
-            self._post(completion.sink, message)
+            # The first text of an answer never waits: it is the time to first token.
+            self._post(completion.sink, message, urgent=not completion.answering)
+            completion.answering = True
         if stopped:
             completion.pending_logprobs.clear()  # tokens of the stop string: never shown
             self._finish(completion, "stop", now, flush=False)

@@ -105,6 +105,7 @@ class CompletionSequence:
         self.cached = 0  # prompt tokens found in the slot's KV
         self.next_token = NO_TOKEN  # sampled, shown, not yet decoded
         self.generated = 0
+        self.answering = False  # a message with the answer's text has been posted
         self.started_ns = 0
         self.first_token_ns = 0
         # Logprob entries not sent yet, each with the number of characters decoded before its

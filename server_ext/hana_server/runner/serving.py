@@ -9,6 +9,7 @@ loader thread, so the runner answers /health before llama_cpp is even imported.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -68,7 +69,6 @@ class ServingModel:
         )
         ctx = model.new_context(settings)
         try:
-            _warm_up(model, ctx)
             engine: CompletionEngine | EmbeddingEngine
             if settings.embedding:
                 engine = EmbeddingEngine(
@@ -89,12 +89,13 @@ class ServingModel:
                     threads=settings.threads,
                     swa_full=settings.swa_full,
                     on_crash=on_engine_crash,
+                    stream_interval=settings.stream_interval,
                 )
+            engine.start(prepare=functools.partial(_warm_up, model, ctx))
         except BaseException:
             free_context(ctx)
             model.close()
             raise
-        engine.start()
         return cls(model, ctx, engine, settings, llama_log)
 
     # -- requests ----------------------------------------------------------------------------
