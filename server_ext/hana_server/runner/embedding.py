@@ -15,7 +15,7 @@ import llama_cpp
 import numpy as np
 
 from hana_server.runner.batch import TokenBatch
-from hana_server.runner.engine import EngineThread
+from hana_server.runner.engine_thread import EngineThread
 from hana_server.runner.model import LoadedModel, cells_per_sequence
 from hana_server.runner.sequences import Sink
 

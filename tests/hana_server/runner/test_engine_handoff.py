@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from hana_server.runner.engine import EngineThread
+from hana_server.runner.engine_thread import EngineThread
 
 
 class Ticker(EngineThread):
