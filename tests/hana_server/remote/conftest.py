@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from server_harness import HanaServerProcess, free_port
+from remote_harness import OPENAI_KEY, UPSTREAM_KEY, LlamaCppServer
+from server_harness import HanaServerProcess
 from tiny_gguf import write_tiny_gguf
-
-UPSTREAM_KEY = "upstream-secret"
-OPENAI_KEY = "openai-secret"
 
 
 @pytest.fixture(scope="module")
@@ -37,58 +30,6 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerPro
         proc.http.post("/api/generate", json={"model": name, "keep_alive": -1, "stream": False})
     yield proc
     proc.stop()
-
-
-class LlamaCppServer:
-    """`python -m llama_cpp.server` on a tiny GGUF, one request at a time, with an API key."""
-
-    def __init__(self, model: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.model = model
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> LlamaCppServer:
-        args = {
-            "model": str(self.model),
-            "model_alias": "tiny-openai",
-            "host": "127.0.0.1",
-            "port": str(self.port),
-            "n_ctx": "32768",
-            "n_threads": "1",
-            "api_key": OPENAI_KEY,
-            "verbose": "False",
-            "interrupt_requests": "False",
-        }
-        command = [sys.executable, "-m", "llama_cpp.server"]
-        for key, value in args.items():
-            command += [f"--{key}", value]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                httpx.get(self.url + "/v1/models", timeout=1, headers=self.headers)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("llama_cpp.server did not answer")
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {OPENAI_KEY}"}
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +72,3 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HanaServerProces
     proc = HanaServerProcess(root / "models", root / "server.log", **env).start()
     yield proc
     proc.stop()
-
-
-def create_remote(server: HanaServerProcess, name: str, **fields: Any) -> httpx.Response:
-    return server.http.post("/api/create", json={"model": name, "stream": False, **fields})

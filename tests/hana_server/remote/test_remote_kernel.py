@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import create_remote
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
+from remote_harness import create_remote
 from server_harness import HanaServerProcess, wait_for
 from traitlets.config import Config
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import UPSTREAM_KEY, create_remote
+from remote_harness import UPSTREAM_KEY, create_remote
 from server_harness import HanaServerProcess, free_port, wait_for
 
 GREEDY = {"temperature": 0, "seed": 1, "num_predict": 12}

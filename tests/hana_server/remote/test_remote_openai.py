@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LlamaCppServer, create_remote
+from remote_harness import LlamaCppServer, create_remote
 from server_harness import HanaServerProcess, wait_for
 
 MESSAGES = [{"role": "user", "content": "hello there"}]

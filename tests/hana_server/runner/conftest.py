@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hana_server.launchers import RunnerProcess
-
-StartRunner = Callable[..., Awaitable[RunnerProcess]]
+from runner_harness import StartRunner
 
 
 @pytest.fixture

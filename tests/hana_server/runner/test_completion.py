@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartRunner
 from hana_server.launchers import RunnerClient, RunnerProcess
+from runner_harness import StartRunner
 
 from hana_protocol.errors import InvalidRequest
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import StartRunner
+from runner_harness import StartRunner
 
 from hana_protocol.errors import InvalidRequest
 

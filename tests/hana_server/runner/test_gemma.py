@@ -8,8 +8,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import StartRunner
 from hana_server.launchers import RunnerClient
+from runner_harness import StartRunner
 
 pytestmark = pytest.mark.gemma
 

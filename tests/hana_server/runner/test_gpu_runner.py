@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import StartRunner
 from hana_server.runner.model import LlamaLog
 from hana_server.runner.settings import parse_args
+from runner_harness import StartRunner
 
 INFO = 2  # ggml's log level for these lines
 

@@ -10,8 +10,8 @@ from typing import Any
 import llama_cpp
 import numpy as np
 import pytest
-from conftest import StartRunner
 from hana_server.launchers import RunnerClient
+from runner_harness import StartRunner
 
 from hana_protocol.errors import InvalidRequest
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import StartRunner
 from hana_server.runner.text import StopStrings
+from runner_harness import StartRunner
 
 from hana_protocol.options import MAX_STOP_LENGTH, MAX_STOP_STRINGS
 

@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from conftest import StartRunner
 from hana_server.runner.priority import SPIN_COUNT, set_openmp_waiting
+from runner_harness import StartRunner
 
 
 async def raw_chunks(runner: object, body: dict[str, object]) -> list[tuple[float, list[dict]]]:
