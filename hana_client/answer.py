@@ -30,6 +30,10 @@ class Answer:
     done: bool = False
     done_reason: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Per token, when asked for: {"token", "logprob", "bytes", "top_logprobs"?}
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    # /api/generate's final `context`: pass it back to continue this exchange
+    context: list[int] | None = None
     prompt_eval_count: int = 0
     prompt_eval_duration: int = 0
     eval_count: int = 0
@@ -49,9 +53,12 @@ class Answer:
             delta = str(chunk.get("response") or "")
             self.thinking += str(chunk.get("thinking") or "")
         self.text += delta
+        self.logprobs.extend(chunk.get("logprobs") or [])
         if chunk.get("done"):
             self.done = True
             self.done_reason = chunk.get("done_reason")
+            if isinstance(chunk.get("context"), list):
+                self.context = list(chunk["context"])
             self.final = dict(chunk)
             for name in _METRICS:
                 setattr(self, name, int(chunk.get(name) or 0))

@@ -282,8 +282,15 @@ class HanaClient(LoggingConfigurable):
         raw: bool | None = None,
         images: list[str] | None = None,
         think: bool | str | None = None,
+        suffix: str | None = None,
+        context: list[int] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Stream `POST /api/generate` chunks. An empty prompt only loads the model."""
+        """Stream `POST /api/generate` chunks. An empty prompt only loads the model.
+
+        `context` continues an earlier answer (its `Answer.context`); `logprobs` asks for each
+        token's log probability and `top_logprobs` (0-20) for that many alternatives."""
         body = generation_body(
             model,
             prompt=prompt,
@@ -294,6 +301,10 @@ class HanaClient(LoggingConfigurable):
             raw=raw,
             images=images,
             think=think,
+            suffix=suffix,
+            context=context,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
         )
         async with aclosing(self._stream("POST", "api/generate", body)) as chunks:
             async for chunk in chunks:
@@ -314,6 +325,8 @@ class HanaClient(LoggingConfigurable):
         format: str | Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
         think: bool | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream `POST /api/chat` chunks for a conversation (`[{"role", "content"}, ...]`)."""
         body = generation_body(
@@ -324,6 +337,8 @@ class HanaClient(LoggingConfigurable):
             format=format,
             keep_alive=keep_alive,
             think=think,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
         )
         async with aclosing(self._stream("POST", "api/chat", body)) as chunks:
             async for chunk in chunks:

@@ -79,6 +79,19 @@ def test_chat_answer_is_a_message(client: HanaClient) -> None:
     assert answer.eval_count == 5
 
 
+def test_logprobs_and_context_come_back_on_the_answer(client: HanaClient) -> None:
+    greedy = {"num_predict": 6, "temperature": 0}
+    first = client.generate(MODEL_A, "Hello", options=greedy, logprobs=True, top_logprobs=2)
+    assert first.done_reason == "length" and len(first.logprobs) == first.eval_count == 6
+    assert all(e["logprob"] <= 0 and len(e["top_logprobs"]) == 2 for e in first.logprobs)
+    assert first.context and all(isinstance(token, int) for token in first.context)
+    follow = client.generate(MODEL_A, " and then", options=greedy, context=first.context)
+    assert follow.prompt_eval_count > len(first.context)  # the earlier exchange came first
+    assert follow.logprobs == [] and follow.context
+    chat = client.chat(MODEL_A, [{"role": "user", "content": "Hi"}], options=greedy, logprobs=True)
+    assert len(chat.logprobs) == chat.eval_count and chat.context is None
+
+
 def test_typed_errors(client: HanaClient) -> None:
     with pytest.raises(ModelNotFound) as not_found:
         client.generate("nope:1", "hi")
