@@ -188,6 +188,7 @@ def profile(
                     sampler,
                     options,
                     sink,
+                    n_ctx=ctx_size,
                     max_tokens=engine.max_tokens,
                     penalty_window=64,
                 )

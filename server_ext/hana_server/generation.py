@@ -11,6 +11,7 @@ come from users and run under the limits of store/prompt.py, never on the event 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import httpx
 from hana_protocol.durations import parse_keep_alive
 from hana_protocol.errors import InvalidRequest, ModelNotFound, RunnerFailed
 from hana_protocol.options import merge_options, sampling
+from hana_server.history import first_kept, image_tokens, kept_messages, surely_fits
 from hana_server.parsers.reply import ReplyParser
 from hana_server.replies import effective_think, reply_parser, strip_old_thinking
 from hana_server.requests import ChatRequest, GenerateRequest
@@ -99,6 +101,49 @@ def runner_extras(req: ChatRequest | GenerateRequest, *, context: bool = False) 
         if previous:
             extras["context"] = previous
     return extras
+
+
+# A rendered chat: prompt, the template's stop strings, the reply parser for that prompt.
+Rendered = tuple[str, list[str], ReplyParser]
+
+
+async def fit_history(
+    lease: Lease,
+    *,
+    messages: list[dict[str, Any]],
+    rendered: Rendered,
+    render: Callable[[list[dict[str, Any]]], Rendered],
+    num_ctx: int,
+    vision: bool,
+) -> Rendered:
+    """`rendered` if the whole conversation fits num_ctx, else the conversation without its
+    oldest messages (history.py), counted with the runner's own tokenizer."""
+    cache: dict[int, Rendered] = {0: rendered}
+
+    def images(first: int) -> int:
+        return image_tokens(kept_messages(messages, first)) if vision else 0
+
+    async def rendered_from(first: int) -> Rendered:
+        if first not in cache:
+            kept = kept_messages(messages, first)
+            cache[first] = await render_off_loop(lambda: render(kept))
+        return cache[first]
+
+    async def tokens_from(first: int) -> int:
+        prompt = (await rendered_from(first))[0]
+        return len(await lease.client.tokenize(prompt)) + images(first)
+
+    if surely_fits(rendered[0], images(0), num_ctx):
+        return rendered
+    first = await first_kept(messages, num_ctx, tokens_from)
+    if first:
+        log.info(
+            "chat history truncated: %d of %d messages fit num_ctx %d",
+            len(kept_messages(messages, first)),
+            len(messages),
+            num_ctx,
+        )
+    return await rendered_from(first)  # rendered already, unless only the last message fits
 
 
 @dataclasses.dataclass
@@ -303,13 +348,24 @@ class GenerationService:
         )
         think = effective_think(model, req.think)
 
-        def render() -> tuple[str, list[str], ReplyParser]:
+        def render(conversation: list[dict[str, Any]]) -> Rendered:
             builder = PromptBuilder.for_model(model, self.scheduler.info(model))
-            text = builder.chat(messages, tools=req.tools, think=think)
+            text = builder.chat(conversation, tools=req.tools, think=think)
             found = reply_parser(model, builder.template, prompt=text, think=think, tools=req.tools)
             return text, builder.stop, found
 
-        prompt, default_stop, parser = await render_off_loop(render)
+        rendered = await render_off_loop(lambda: render(messages))
+        fit = None
+        if req.truncate is not False and len(messages) > 1:
+            fit = functools.partial(
+                fit_history,
+                messages=messages,
+                rendered=rendered,
+                render=render,
+                num_ctx=self.scheduler.spec_for(model, options).ctx_size,
+                vision="vision" in model.capabilities,
+            )
+        prompt, default_stop, parser = rendered
         return await self._complete(
             model,
             options,
@@ -321,6 +377,7 @@ class GenerationService:
             chat_fields,
             parser,
             extras=runner_extras(req),
+            fit=fit,
         )
 
     async def _complete(
@@ -336,13 +393,24 @@ class GenerationService:
         parser: ReplyParser | None = None,
         *,
         extras: dict[str, Any] | None = None,
+        fit: Callable[[Lease], Awaitable[Rendered]] | None = None,
     ) -> AnswerStream:
+        """Lease a runner and make the answer stream. `fit` may render the prompt again once the
+        runner (its tokenizer) is there: a chat history that does not fit num_ctx."""
+        lease = await self.scheduler.acquire(model, options, keep_alive)
+        try:
+            if fit is not None:
+                prompt, default_stop, parser = await fit(lease)
+        except BaseException:
+            lease.release()
+            raise
         runner_options = sampling(options)
         if "stop" not in runner_options and default_stop:
             runner_options["stop"] = list(default_stop)
         payload = {"prompt": prompt, "options": runner_options, **fmt, **(extras or {})}
-        # Last: from here on the AnswerStream owns the slot (see the module's docstring).
-        lease = await self.scheduler.acquire(model, options, keep_alive)
+        # The context the request asked for, even when a runner loaded for more serves it.
+        payload["num_ctx"] = self.scheduler.spec_for(model, options).ctx_size
+        # From here on the AnswerStream owns the slot (see the module's docstring).
         return AnswerStream(model, lease, payload, started, wrap, self.count_tokens, parser)
 
     # ------------------------------------------------------------------ embeddings

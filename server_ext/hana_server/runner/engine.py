@@ -236,7 +236,7 @@ class CompletionEngine(EngineThread):
         # The token is decoded at the next free position: is there one left?
         slot = completion.slot
         assert slot is not None
-        if len(slot.tokens) >= self.n_ctx_seq and not self._shift_context(completion, slot):
+        if len(slot.tokens) >= completion.n_ctx and not self._shift_context(completion, slot):
             self._finish(completion, "length", now)
             return
         completion.next_token = token
@@ -248,7 +248,7 @@ class CompletionEngine(EngineThread):
         if not completion.shift or not self._can_shift:
             return False
         length = len(slot.tokens)
-        keep = max(0, min(completion.num_keep, self.n_ctx_seq - 1))
+        keep = max(0, min(completion.num_keep, completion.n_ctx - 1))
         discard = (length - keep) // 2
         if discard <= 0:
             return False

@@ -79,6 +79,7 @@ class CompletionSequence:
         options: SamplingOptions,
         sink: Sink,
         *,
+        n_ctx: int,
         max_tokens: int,
         penalty_window: int,
         num_keep: int = 0,
@@ -86,6 +87,7 @@ class CompletionSequence:
         context: list[int] | None = None,
     ) -> None:
         self.prompt = prompt
+        self.n_ctx = n_ctx  # the context this request sees (its num_ctx, at most the slot's)
         self.prompt_count = len(prompt)  # as it came: a context shift re-feeds nothing
         self.num_keep = num_keep  # tokens a context shift keeps at the start
         self.shift = shift

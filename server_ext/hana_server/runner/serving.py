@@ -19,7 +19,7 @@ import llama_cpp
 from hana_protocol.errors import InvalidRequest
 from hana_server.runner.batch import TokenBatch
 from hana_server.runner.embedding import EmbeddingEngine, EmbeddingJob
-from hana_server.runner.engine import CompletionEngine
+from hana_server.runner.engine import UNLIMITED_PREDICT_FACTOR, CompletionEngine
 from hana_server.runner.model import LlamaLog, LoadedModel, cells_per_sequence, free_context
 from hana_server.runner.sampling import SamplingOptions, build_sampler_chain, grammar_from_request
 from hana_server.runner.sequences import CompletionSequence, Sink
@@ -28,6 +28,8 @@ from hana_server.runner.settings import RunnerSettings
 log = logging.getLogger("hana_server.runner")
 
 CONTEXT_EXCEEDED = "the input length exceeds the context length"
+# The smallest context a request may ask for (the scheduler sizes runners the same way).
+MIN_CONTEXT = 4
 
 
 class ServingModel:
@@ -107,6 +109,7 @@ class ServingModel:
         if not isinstance(prompt, str):
             raise InvalidRequest("prompt must be a string")
         options = SamplingOptions.from_options(body.get("options"))
+        n_ctx = self._request_context(body.get("num_ctx"))
         grammar = grammar_from_request(body)
         top_logprobs = logprobs_request(body)
         previous = self._context_tokens(body.get("context"))
@@ -120,37 +123,50 @@ class ServingModel:
         if body.get("return_context") is True:
             bos = 1 if self.model.add_bos and tokens[0] == self.model.bos else 0
             context = tokens[bos:]
-        tokens = self._fit_prompt(tokens, options, truncate=body.get("truncate", True) is not False)
+        tokens = self._fit_prompt(
+            tokens, options, n_ctx, truncate=body.get("truncate", True) is not False
+        )
         sampler = build_sampler_chain(
             self.model.vocab,
             self.model.n_vocab,
-            self.n_ctx_seq,
+            n_ctx,
             options,
             grammar,
             top_logprobs=top_logprobs,
         )
         # No window is longer than the context: a huge repeat_last_n must not size anything.
-        window = self.n_ctx_seq if options.repeat_last_n < 0 else options.repeat_last_n
-        window = min(window, self.n_ctx_seq)
+        window = n_ctx if options.repeat_last_n < 0 else options.repeat_last_n
+        window = min(window, n_ctx)
         return CompletionSequence(
             tokens,
             sampler,
             options,
             sink,
-            max_tokens=self.engine.max_tokens,
+            n_ctx=n_ctx,
+            max_tokens=UNLIMITED_PREDICT_FACTOR * n_ctx,
             penalty_window=window,
-            num_keep=self._num_keep(options, len(tokens)),
+            num_keep=self._num_keep(options, len(tokens), n_ctx),
             shift=body.get("shift", True) is not False,
             context=context,
         )
 
-    def _num_keep(self, options: SamplingOptions, prompt_length: int) -> int:
+    def _request_context(self, value: Any) -> int:
+        """The request's num_ctx: the runner may hold more cells per sequence (a runner loaded
+        for a larger num_ctx serves smaller ones too), but a request sees only the context it
+        asked for, as if a runner of its own size had been loaded (what Ollama would do)."""
+        if value is None:
+            return self.n_ctx_seq
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidRequest("num_ctx must be a positive integer")
+        return min(max(value, MIN_CONTEXT), self.n_ctx_seq)
+
+    def _num_keep(self, options: SamplingOptions, prompt_length: int, n_ctx: int) -> int:
         """Tokens a context shift keeps: num_keep (-1: the whole prompt), plus BOS as Ollama
         counts it, always leaving at least one token to discard."""
         keep = prompt_length if options.num_keep < 0 else options.num_keep
         if self.model.add_bos:
             keep += 1
-        return min(keep, self.n_ctx_seq - 1)
+        return min(keep, n_ctx - 1)
 
     def _context_tokens(self, value: Any) -> list[int]:
         """The `context` of an earlier answer, checked against the vocabulary."""
@@ -169,11 +185,10 @@ class ServingModel:
         return value
 
     def _fit_prompt(
-        self, tokens: list[int], options: SamplingOptions, *, truncate: bool
+        self, tokens: list[int], options: SamplingOptions, n_ctx: int, *, truncate: bool
     ) -> list[int]:
         """Keep a prompt that does not fit: the first num_keep tokens and the most recent rest, with
         room left for an answer (a quarter of the context, or num_predict if smaller)."""
-        n_ctx = self.n_ctx_seq
         if len(tokens) < n_ctx:
             return tokens
         if not truncate:
