@@ -214,8 +214,7 @@ class CompletionEngine(EngineThread):
             # Ollama gives no logprob for the end-of-generation token, nor puts it in `context`.
             self._finish(completion, "stop", now)
             return
-        if completion.context is not None:
-            completion.context.append(token)
+        completion.add_context(token)
         if completion.wants_logprobs:
             found = completion.sampler.last_logprobs
             assert found is not None
@@ -228,6 +227,7 @@ class CompletionEngine(EngineThread):
             completion.answering = True
         if stopped:
             completion.pending_logprobs.clear()  # tokens of the stop string: never shown
+            completion.drop_unshown_context()
             self._finish(completion, "stop", now, flush=False)
             return
         if completion.generated >= completion.limit:

@@ -91,8 +91,10 @@ class CompletionSequence:
         self.prompt_count = len(prompt)  # as it came: a context shift re-feeds nothing
         self.num_keep = num_keep  # tokens a context shift keeps at the start
         self.shift = shift
-        # The tokens to hand back as `context` (prompt, then answer), or None if not asked for.
+        # The tokens to hand back as `context` (prompt, then answer), or None if not asked for;
+        # for each answer token, the characters decoded before it (a stop string's tokens go).
         self.context = context
+        self.answer_starts: list[int] = []
         self.sampler = sampler
         self.sink = sink
         # A sequence ends when its context is full anyway; the limit never exceeds the cap.
@@ -127,6 +129,22 @@ class CompletionSequence:
             return "", False
         self.chars_decoded += len(text)
         return self.stops.feed(text)
+
+    def add_context(self, token: int) -> None:
+        """Record an answer token for `context` (call before `take_piece` shows its text)."""
+        if self.context is not None:
+            self.context.append(token)
+            self.answer_starts.append(self.chars_decoded)
+
+    def drop_unshown_context(self) -> None:
+        """After a stop string: `context` ends with the last token that showed some text, as
+        Ollama's (it tokenizes the shown answer again) has no stop string in it either."""
+        if self.context is None:
+            return
+        unshown = sum(1 for start in self.answer_starts if start >= self.chars_shown)
+        if unshown:
+            del self.context[len(self.context) - unshown :]
+            del self.answer_starts[len(self.answer_starts) - unshown :]
 
     def add_logprobs(self, entry: dict[str, Any]) -> None:
         """Queue the entry of a token about to be fed to `take_piece`."""

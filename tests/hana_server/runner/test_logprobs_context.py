@@ -125,6 +125,14 @@ async def test_logprobs_with_stop_strings_cover_the_shown_text_only(
     raw = bytes(b for m in stopped for e in m.get("logprobs", []) for b in e.get("bytes", []))
     tokens = raw.decode("utf-8", errors="replace")
     assert tokens.startswith(shown) and stop not in tokens
+    # `context` likewise ends with the shown text: the stop string's tokens are not in it.
+    with_context = await run(
+        runner.client,
+        {**body, "options": {**body["options"], "stop": [stop]}, "return_context": True},
+    )
+    prompt_length = len(await runner.client.tokenize("stop here")) - 1  # without BOS
+    answer = await runner.client.detokenize(with_context[-1]["context"][prompt_length:])
+    assert answer.startswith(shown) and stop not in answer
 
 
 async def test_bad_logprobs_and_context_are_400s_and_the_runner_lives_on(
