@@ -23,15 +23,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hana_protocol.durations import FOREVER, MAX_DURATION_SECONDS
+from hana_protocol.durations import FOREVER
 from hana_protocol.errors import (
     HanaError,
-    InvalidRequest,
     ModelTooLarge,
     RunnerFailed,
     ServerBusy,
@@ -44,9 +42,15 @@ from hana_server.gpu.placement import GPU_CONTEXT_BYTES, Placement, place
 from hana_server.launchers.cpu import granted_cpus
 from hana_server.launchers.protocol import (
     LaunchedRunner,
-    RunnerConnection,
     RunnerLauncher,
     RunnerSpec,
+)
+from hana_server.leases import (
+    Lease,
+    LoadedRunner,
+    Waiter,
+    checked_keep_alive,
+    expiry_time,
 )
 from hana_server.memory import MemoryBudget
 from hana_server.snapshots import RunnerSnapshot, WaitingSnapshot
@@ -59,110 +63,8 @@ RUNNER_LOST = (
     "model runner has unexpectedly stopped, this may be due to resource limitations or an "
     "internal error, check hana server logs for details"
 )
-FAR_FUTURE = datetime(2318, 1, 1, tzinfo=UTC)  # what Ollama shows for "forever"
 
 __all__ = ["RUNNER_LOST", "Lease", "LoadedRunner", "RunnerSpec", "Scheduler"]
-
-
-def checked_keep_alive(keep_alive: float | None) -> float | None:
-    """`keep_alive` if it is one the scheduler can hold: None, 0..Go's longest duration, or
-    FOREVER. Anything else (NaN, a negative, a finite value past ~292 years) is refused before
-    any state changes, so a bad value can never be stored on a runner."""
-    if keep_alive is None or keep_alive == FOREVER or 0 <= keep_alive <= MAX_DURATION_SECONDS:
-        return keep_alive
-    raise InvalidRequest(f"invalid keep_alive: {keep_alive!r}")
-
-
-def expiry_time(keep_alive: float) -> datetime:
-    """When a runner idle from now with `keep_alive` goes away; FAR_FUTURE for forever. Never
-    overflows: a keep_alive past FAR_FUTURE shows as FAR_FUTURE."""
-    now = datetime.now(UTC)
-    if not keep_alive > 0:
-        return now
-    if keep_alive == FOREVER or keep_alive >= (FAR_FUTURE - now).total_seconds():
-        return FAR_FUTURE
-    return now + timedelta(seconds=keep_alive)
-
-
-@dataclass
-class Waiter:
-    """A request waiting for a slot on a runner of `spec`."""
-
-    model: Model
-    spec: RunnerSpec
-    keep_alive: float | None
-    future: asyncio.Future[Lease]
-    since: float = field(default_factory=time.monotonic)
-
-
-@dataclass(eq=False)
-class LoadedRunner:
-    """The scheduler's record of one runner it launched (loading, serving or going away)."""
-
-    id: int
-    model: Model
-    spec: RunnerSpec
-    size: int
-    keep_alive: float
-    phase: str = "loading"  # loading | ready | draining | unloading
-    launched: LaunchedRunner | None = None
-    active_requests: int = 0  # leases held on it
-    threads: int = 1
-    progress: float = 0.0
-    last_used: float = field(default_factory=time.monotonic)
-    expires_at: datetime | None = None
-    expiry: asyncio.TimerHandle | None = None
-    load_task: asyncio.Task[None] | None = None
-    tokens_per_second: float | None = None
-    placement: Placement = field(default_factory=Placement)
-    size_vram: int = 0  # of `size`, the bytes on GPU `placement.device`
-
-    @property
-    def on_cpu(self) -> bool:
-        """Computes on the CPU (not every layer offloaded): the thread budget counts it."""
-        return not self.placement.full
-
-    @property
-    def idle(self) -> bool:
-        return self.phase == "ready" and self.active_requests == 0
-
-    @property
-    def pinned(self) -> bool:
-        return self.keep_alive == FOREVER
-
-
-class Lease:
-    """The right to send requests to one runner; release it (or use `async with`) when done."""
-
-    def __init__(self, scheduler: Scheduler, runner: LoadedRunner) -> None:
-        self._scheduler = scheduler
-        self.runner = runner
-        self.load_duration = 0.0  # seconds this request waited for its runner to load
-        self._released = False
-
-    @property
-    def client(self) -> RunnerConnection:
-        assert self.runner.launched is not None
-        return self.runner.launched.client
-
-    @property
-    def context_length(self) -> int:
-        return self.runner.spec.ctx_size
-
-    def record_speed(self, eval_count: int, eval_duration_ns: int) -> None:
-        if eval_count > 1 and eval_duration_ns > 0:
-            self.runner.tokens_per_second = eval_count / (eval_duration_ns / 1e9)
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._scheduler._release(self.runner)
-
-    async def __aenter__(self) -> Lease:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
 
 
 class Scheduler:
@@ -307,7 +209,7 @@ class Scheduler:
         self._cancel_expiry(runner)
         self._rebalance_threads()
         self._changed()
-        return Lease(self, runner)
+        return Lease(runner, self._release)
 
     def _release(self, runner: LoadedRunner) -> None:
         runner.active_requests = max(0, runner.active_requests - 1)
@@ -667,31 +569,10 @@ class Scheduler:
 
     def ps(self) -> list[RunnerSnapshot]:
         """Every runner, the one expiring last first (Ollama's order for `/api/ps`)."""
-        snapshots = [self._snapshot(runner) for runner in self._runners]
+        snapshots = [runner.snapshot(self._queued_for(runner)) for runner in self._runners]
         snapshots += self.remote_snapshots()  # remote models (hana_server.remote): no runner
         snapshots.sort(key=lambda s: s.expires_at, reverse=True)
         return snapshots
-
-    def _snapshot(self, runner: LoadedRunner) -> RunnerSnapshot:
-        launched = runner.launched
-        return RunnerSnapshot(
-            model=runner.model,
-            phase=runner.phase,
-            active_requests=runner.active_requests,
-            queued=self._queued_for(runner),
-            num_parallel=runner.spec.parallel,
-            context_length=runner.spec.ctx_size,
-            size=runner.size,
-            expires_at=runner.expires_at or datetime.now(UTC),
-            keep_alive=runner.keep_alive,
-            pid=launched.pid if launched else None,
-            port=launched.port if launched else None,
-            threads=runner.threads,
-            load_progress=runner.progress,
-            tokens_per_second=runner.tokens_per_second,
-            size_vram=runner.size_vram,
-            gpu_layers=runner.spec.gpu_layers,
-        )
 
     def waiting(self) -> list[WaitingSnapshot]:
         """Requests waiting for a model that has no runner yet (shown as 'queued')."""
