@@ -37,10 +37,19 @@ def common_prefix_length(left: Sequence[int], right: Sequence[int]) -> int:
     return limit
 
 
+# A cached prefix this long is worth keeping even if its slot splits the decode (see SlotPool).
+LONG_PREFIX = 256
+
+
 class SlotPool:
-    """The context's sequences. A new request gets the free slot sharing the longest prefix with its
-    prompt (Ollama's single-user policy); among equals the least recently used, so that recent
-    conversations keep their cache."""
+    """The context's sequences. A new request gets, among the free slots:
+    1. one whose cache shares at least LONG_PREFIX tokens with its prompt (a conversation goes on);
+    2. else one next to busy slots: llama.cpp decodes a step in one micro-batch only over
+       consecutive sequence ids (separate KV streams), so busy slots 0, 3, 5, 7 cost four graph
+       computations a step where 0-3 cost one (measured 68 against 113 tok/s at 4 streams);
+    3. then the longest shared prefix, then the least recently used, so that recent
+       conversations keep their cache (Ollama's single-user policy, all that decides when
+       nothing else is running)."""
 
     def __init__(self, count: int) -> None:
         self.slots = [Slot(seq_id) for seq_id in range(count)]
@@ -51,17 +60,25 @@ class SlotPool:
 
     def acquire(self, prompt: Sequence[int]) -> tuple[Slot, int] | None:
         best: Slot | None = None
-        best_key = (-1, 0)
+        best_key: tuple[bool, int, int, int] | None = None
+        shared_by_best = 0
         for slot in self.slots:
             if slot.busy:
                 continue
-            key = (common_prefix_length(slot.tokens, prompt), -slot.last_used)
-            if key > best_key:
-                best, best_key = slot, key
+            shared = common_prefix_length(slot.tokens, prompt)
+            key = (shared >= LONG_PREFIX, self._busy_neighbours(slot), shared, -slot.last_used)
+            if best_key is None or key > best_key:
+                best, best_key, shared_by_best = slot, key, shared
         if best is None:
             return None
         best.busy = True
-        return best, best_key[0]
+        return best, shared_by_best
+
+    def _busy_neighbours(self, slot: Slot) -> int:
+        left, right = slot.seq_id - 1, slot.seq_id + 1
+        return (left >= 0 and self.slots[left].busy) + (
+            right < len(self.slots) and self.slots[right].busy
+        )
 
     def release(self, slot: Slot) -> None:
         self._clock += 1

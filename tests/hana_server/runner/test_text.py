@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hana_server.runner.sequences import SlotPool, common_prefix_length
+from hana_server.runner.sequences import LONG_PREFIX, SlotPool, common_prefix_length
 from hana_server.runner.text import StopStrings, Utf8Stream
 
 
@@ -64,15 +64,33 @@ def test_common_prefix_length() -> None:
 
 
 def test_slot_pool_prefers_longest_prefix_then_least_recently_used() -> None:
-    pool = SlotPool(3)
-    a, b, c = pool.slots
-    a.tokens, b.tokens, c.tokens = [1, 2, 3], [1, 2], [7]
+    pool = SlotPool(4)
+    a, b, c, d = pool.slots
+    a.tokens, b.tokens, c.tokens, d.tokens = [1, 2, 3], [1, 2], [7], [8]
     taken = pool.acquire([1, 2, 3, 4])
     assert taken == (a, 3)
     pool.release(a)
     pool.release(b)  # b is now the most recently used of the free slots
+    pool.release(d)
     slot, shared = pool.acquire([9])  # type: ignore[misc]
-    assert (slot, shared) == (c, 0)
-    assert pool.acquire([9]) == (a, 0)  # a was released before b
-    assert pool.acquire([9]) == (b, 0)
+    assert (slot, shared) == (c, 0)  # nothing busy: the least recently used
+    assert pool.acquire([1, 2]) == (b, 2)  # next to c, and shares the longer prefix with it
+    assert pool.acquire([9]) == (a, 0)  # next to b; d is next to c too, but used more recently
+    assert pool.acquire([9]) == (d, 0)
     assert pool.acquire([9]) is None
+
+
+def test_slot_pool_keeps_busy_slots_next_to_each_other_unless_a_long_prefix_waits() -> None:
+    pool = SlotPool(8)
+    for slot in pool.slots:  # every slot used once, in the order 7, 6, ..., 0
+        pool.acquire([100 + slot.seq_id])
+    for slot in reversed(pool.slots):
+        pool.release(slot)
+    first, _ = pool.acquire([1])  # type: ignore[misc]
+    assert first.seq_id == 7  # nothing busy: the least recently used
+    # The next ones join it (one micro-batch a step), not the next least recently used.
+    assert [pool.acquire([1])[0].seq_id for _ in range(3)] == [6, 5, 4]  # type: ignore[index]
+    conversation = pool.slots[0]
+    conversation.tokens = list(range(LONG_PREFIX))
+    slot, shared = pool.acquire([*range(LONG_PREFIX), 9])  # type: ignore[misc]
+    assert (slot, shared) == (conversation, LONG_PREFIX)  # its cache is worth more
