@@ -12,8 +12,9 @@ wrapped around the llama.cpp calls it makes, and reports per step (median, ms):
 - delivery: from the hand-off to the message reaching its sink on the event loop (latency, not
   engine time); step: the whole `_step`; loop: wall time per step including the engine loop.
 
-`python bench/profile_step.py GGUF [--streams 1 4] [--omp PASSIVE|ACTIVE]` prints JSON. The OpenMP
-policy is read when libgomp loads, so each policy needs its own process (`--omp` sets it first).
+`python bench/profile_step.py GGUF [--streams 1 4] [--omp runner|PASSIVE|ACTIVE|default]
+[--stream-interval MS]` prints JSON. The OpenMP policy is read when libgomp loads, so each
+policy needs its own process (`--omp` sets it first; `runner`, the default, is the runner's).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def profile(
     native_greedy: bool,
     parallel: int | None = None,
     ctx_size: int = 4096,
+    stream_interval: float = 0.0,
 ) -> dict[str, Any]:
     import llama_cpp
     import numpy as np
@@ -123,12 +125,11 @@ def profile(
         model,
         ctx,
         loop,
-        n_ctx_seq=ctx_size,
         parallel=settings.parallel,
         threads=threads,
         swa_full=False,
         on_crash=lambda message: print(message, file=sys.stderr),
-        stream_interval=float(os.environ.get("PROFILE_INTERVAL", "0")),
+        stream_interval=stream_interval,
     )
     clock = time.perf_counter_ns
     original_step, original_sample = engine._step, engine._sample
@@ -189,7 +190,6 @@ def profile(
                     options,
                     sink,
                     n_ctx=ctx_size,
-                    max_tokens=engine.max_tokens,
                     penalty_window=64,
                 )
             )
@@ -222,6 +222,7 @@ def profile(
         "slots": slots,
         "ctx_per_slot": ctx_size,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "default"),
         "sampler": "llama_sampler_sample" if native_greedy else "build_sampler_chain",
         "steps": steps,
         "tokens_per_second": round(streams * n_predict / wall, 1),
@@ -251,10 +252,18 @@ def main() -> None:
     parser.add_argument("--ctx-size", type=int, default=4096, help="context per slot")
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument(
+        "--stream-interval",
+        type=float,
+        default=0.0,
+        help="ms between two hand-offs to the event loop (the runner's --stream-interval)",
+    )
+    parser.add_argument(
         "--omp",
-        choices=["PASSIVE", "ACTIVE", "default"],
-        default="PASSIVE",
-        help="OMP_WAIT_POLICY (default: unset, libgomp spins briefly then sleeps)",
+        choices=["runner", "PASSIVE", "ACTIVE", "default"],
+        default="runner",
+        help="OpenMP waiting: runner = what a runner sets (PASSIVE, GOMP_SPINCOUNT 100000, "
+        "unless the environment chooses); PASSIVE/ACTIVE = that OMP_WAIT_POLICY alone; "
+        "default = libgomp's own",
     )
     parser.add_argument(
         "--native-greedy",
@@ -263,9 +272,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     # Before llama_cpp loads libgomp, which reads the policy once.
-    os.environ.pop("OMP_WAIT_POLICY", None)
-    if args.omp != "default":
-        os.environ["OMP_WAIT_POLICY"] = args.omp
+    if args.omp == "runner":
+        from hana_server.runner.priority import set_openmp_waiting
+
+        set_openmp_waiting(os.environ)
+    else:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ.pop("GOMP_SPINCOUNT", None)
+        if args.omp != "default":
+            os.environ["OMP_WAIT_POLICY"] = args.omp
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import PROMPT
 
@@ -273,7 +288,8 @@ def main() -> None:
     results = []
     for n in args.streams:
         args_of_run = (args.gguf, n, args.threads, args.n_predict, PROMPT, args.native_greedy)
-        results.append(profile(*args_of_run, args.parallel, args.ctx_size))
+        interval = args.stream_interval / 1000
+        results.append(profile(*args_of_run, args.parallel, args.ctx_size, interval))
     print(json.dumps(results, indent=1))
 
 

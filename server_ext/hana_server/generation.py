@@ -109,11 +109,11 @@ Rendered = tuple[str, list[str], ReplyParser]
 
 async def fit_history(
     lease: Lease,
+    num_ctx: int,
     *,
     messages: list[dict[str, Any]],
     rendered: Rendered,
     render: Callable[[list[dict[str, Any]]], Rendered],
-    num_ctx: int,
     vision: bool,
 ) -> Rendered:
     """`rendered` if the whole conversation fits num_ctx, else the conversation without its
@@ -362,7 +362,6 @@ class GenerationService:
                 messages=messages,
                 rendered=rendered,
                 render=render,
-                num_ctx=self.scheduler.spec_for(model, options).ctx_size,
                 vision="vision" in model.capabilities,
             )
         prompt, default_stop, parser = rendered
@@ -393,14 +392,16 @@ class GenerationService:
         parser: ReplyParser | None = None,
         *,
         extras: dict[str, Any] | None = None,
-        fit: Callable[[Lease], Awaitable[Rendered]] | None = None,
+        fit: Callable[[Lease, int], Awaitable[Rendered]] | None = None,
     ) -> AnswerStream:
-        """Lease a runner and make the answer stream. `fit` may render the prompt again once the
-        runner (its tokenizer) is there: a chat history that does not fit num_ctx."""
+        """Lease a runner and make the answer stream. `fit(lease, num_ctx)` may render the prompt
+        again once the runner (its tokenizer) is there: a chat history that does not fit."""
+        # The context the request asked for, even when a runner loaded for more serves it.
+        num_ctx = self.scheduler.spec_for(model, options).ctx_size
         lease = await self.scheduler.acquire(model, options, keep_alive)
         try:
             if fit is not None:
-                prompt, default_stop, parser = await fit(lease)
+                prompt, default_stop, parser = await fit(lease, num_ctx)
         except BaseException:
             lease.release()
             raise
@@ -408,8 +409,7 @@ class GenerationService:
         if "stop" not in runner_options and default_stop:
             runner_options["stop"] = list(default_stop)
         payload = {"prompt": prompt, "options": runner_options, **fmt, **(extras or {})}
-        # The context the request asked for, even when a runner loaded for more serves it.
-        payload["num_ctx"] = self.scheduler.spec_for(model, options).ctx_size
+        payload["num_ctx"] = num_ctx
         # From here on the AnswerStream owns the slot (see the module's docstring).
         return AnswerStream(model, lease, payload, started, wrap, self.count_tokens, parser)
 

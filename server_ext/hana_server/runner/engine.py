@@ -29,9 +29,6 @@ log = logging.getLogger("hana_server.runner")
 
 _UNKNOWN_PIECE: Any = object()
 
-# Ollama caps "generate until done" (num_predict -1) at ten times the context.
-UNLIMITED_PREDICT_FACTOR = 10
-
 
 def _seq_id_of(completion: CompletionSequence) -> int:
     return completion.slot.seq_id if completion.slot is not None else -1
@@ -46,7 +43,6 @@ class CompletionEngine(EngineThread):
         ctx: Any,
         loop: asyncio.AbstractEventLoop,
         *,
-        n_ctx_seq: int,
         parallel: int,
         threads: int,
         swa_full: bool,
@@ -55,8 +51,6 @@ class CompletionEngine(EngineThread):
     ) -> None:
         super().__init__(ctx, loop, threads, "hana-engine", on_crash, stream_interval)
         self.model = model
-        self.n_ctx_seq = n_ctx_seq
-        self.max_tokens = UNLIMITED_PREDICT_FACTOR * n_ctx_seq
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._batch = TokenBatch(int(llama_cpp.llama_n_batch(ctx)))
         self._slots = SlotPool(parallel)

@@ -16,6 +16,9 @@ Sink = Callable[[dict[str, Any]], None]
 
 NO_TOKEN = -1
 
+# Ollama caps "generate until done" (num_predict -1) at ten times the context.
+UNLIMITED_PREDICT_FACTOR = 10
+
 
 @dataclass(eq=False)
 class Slot:
@@ -61,18 +64,17 @@ class SlotPool:
     def acquire(self, prompt: Sequence[int]) -> tuple[Slot, int] | None:
         best: Slot | None = None
         best_key: tuple[bool, int, int, int] | None = None
-        shared_by_best = 0
         for slot in self.slots:
             if slot.busy:
                 continue
             shared = common_prefix_length(slot.tokens, prompt)
             key = (shared >= LONG_PREFIX, self._busy_neighbours(slot), shared, -slot.last_used)
             if best_key is None or key > best_key:
-                best, best_key, shared_by_best = slot, key, shared
-        if best is None:
+                best, best_key = slot, key
+        if best is None or best_key is None:
             return None
         best.busy = True
-        return best, shared_by_best
+        return best, best_key[2]
 
     def _busy_neighbours(self, slot: Slot) -> int:
         left, right = slot.seq_id - 1, slot.seq_id + 1
@@ -97,7 +99,6 @@ class CompletionSequence:
         sink: Sink,
         *,
         n_ctx: int,
-        max_tokens: int,
         penalty_window: int,
         num_keep: int = 0,
         shift: bool = True,
@@ -115,7 +116,8 @@ class CompletionSequence:
         self.sampler = sampler
         self.sink = sink
         # A sequence ends when its context is full anyway; the limit never exceeds the cap.
-        self.limit = min(options.num_predict, max_tokens) if options.num_predict > 0 else max_tokens
+        cap = UNLIMITED_PREDICT_FACTOR * n_ctx
+        self.limit = min(options.num_predict, cap) if options.num_predict > 0 else cap
         self.penalty_window = penalty_window
         self.stops = StopStrings(options.stop)
         self.utf8 = Utf8Stream()

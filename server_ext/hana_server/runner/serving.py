@@ -19,7 +19,7 @@ import llama_cpp
 from hana_protocol.errors import InvalidRequest
 from hana_server.runner.batch import TokenBatch
 from hana_server.runner.embedding import EmbeddingEngine, EmbeddingJob
-from hana_server.runner.engine import UNLIMITED_PREDICT_FACTOR, CompletionEngine
+from hana_server.runner.engine import CompletionEngine
 from hana_server.runner.model import LlamaLog, LoadedModel, cells_per_sequence, free_context
 from hana_server.runner.sampling import SamplingOptions, build_sampler_chain, grammar_from_request
 from hana_server.runner.sequences import CompletionSequence, Sink
@@ -86,7 +86,6 @@ class ServingModel:
                     model,
                     ctx,
                     loop,
-                    n_ctx_seq=min(settings.ctx_size, cells_per_sequence(ctx, settings.parallel)),
                     parallel=settings.parallel,
                     threads=settings.threads,
                     swa_full=settings.swa_full,
@@ -143,7 +142,6 @@ class ServingModel:
             options,
             sink,
             n_ctx=n_ctx,
-            max_tokens=UNLIMITED_PREDICT_FACTOR * n_ctx,
             penalty_window=window,
             num_keep=self._num_keep(options, len(tokens), n_ctx),
             shift=body.get("shift", True) is not False,
